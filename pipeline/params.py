@@ -1,0 +1,221 @@
+"""The params.yaml schema: one dataclass per stage section, validated once on load.
+
+Every key must be present in params.yaml (it is the one place that holds values), and
+every error names the key, the bad value and what is allowed, so a typo never runs a
+stage with a silently different setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """params.yaml does not match the schema; the message lists every problem."""
+
+
+def rule(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
+         lt: float | None = None, help: str = "") -> Any:
+    """A required field with an optional numeric range (applies to list items too)."""
+    return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help})
+
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class ShapesParams:
+    """The procedurally rendered, captioned default world."""
+    n_images: int = rule(ge=1)
+    resolution: int = rule(ge=8, le=1024)
+    seed: int = rule(ge=0)
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    """Where the images come from and how they are cleaned."""
+    source: str = rule(help="folder, .zip, .tar(.gz) or .parquet of images")
+    labels: str | None = rule(help="CSV with a 'file' column, inside the folder/archive")
+    image_column: str = rule(help="bytes column of a Parquet source")
+    resolution: int = rule(ge=8, le=1024)
+    val_fraction: float = rule(ge=0, lt=1)
+    split_salt: str = rule()
+    shard_size: int = rule(ge=1)
+    max_file_mb: float = rule(gt=0)
+    max_pixels: int = rule(ge=1)
+    background: list[int] = rule(ge=0, le=255, help="RGB behind transparent pixels")
+    workers: int = rule(ge=0, help="0 = every core")
+
+
+@dataclass(frozen=True)
+class TokenizerParams:
+    """Gumbel-softmax VQGAN: architecture, quantiser and training."""
+    seed: int = rule(ge=0)
+    n_codes: int = rule(ge=2)
+    code_dim: int = rule(ge=1)
+    ch: int = rule(ge=1)
+    ch_mult: list[int] = rule(ge=1, help="one entry per level; f = 2**(len-1)")
+    num_res_blocks: int = rule(ge=1)
+    attn_resolutions: list[int] = rule(ge=1)
+    kl_weight: float = rule(ge=0)
+    tau_start: float = rule(gt=0)
+    tau_end: float = rule(gt=0)
+    tau_steps: int = rule(ge=1)
+    steps: int = rule(ge=1)
+    batch_size: int = rule(ge=1)
+    lr: float = rule(gt=0)
+    betas: list[float] = rule(ge=0, lt=1)
+    weight_decay: float = rule(ge=0)
+    warmup_steps: int = rule(ge=0)
+    grad_clip: float = rule(ge=0, help="0 = off")
+    ema_decay: float = rule(ge=0, lt=1, help="0 = off")
+    disc_weight: float = rule(ge=0, help="0 = no patch-GAN")
+    disc_start: int = rule(ge=0)
+    perceptual_weights: str | None = rule(help="local file; null = no perceptual loss")
+    perceptual_weight: float = rule(ge=0)
+    checkpoint_every: int = rule(ge=1)
+    encode_batch_size: int = rule(ge=1)
+    device: Device = rule()
+
+
+@dataclass(frozen=True)
+class Params:
+    shapes: ShapesParams
+    ingest: IngestParams
+    tokenizer: TokenizerParams
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, tp.__name__)
+
+
+def _range_error(value: float, meta: dict[str, Any]) -> str | None:
+    checks = [("ge", ">=", lambda a, b: a >= b), ("gt", ">", lambda a, b: a > b),
+              ("le", "<=", lambda a, b: a <= b), ("lt", "<", lambda a, b: a < b)]
+    bounds = [(sym, meta[key]) for key, sym, _ in checks if meta.get(key) is not None]
+    if all(ok(value, meta[key]) for key, _, ok in checks if meta.get(key) is not None):
+        return None
+    return "must be " + " and ".join(f"{sym} {bound}" for sym, bound in bounds)
+
+
+class _Validator:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.errors: list[str] = []
+
+    def fail(self, key: str, value: Any, allowed: str) -> None:
+        self.errors.append(f"{self.source}: {key} = {value!r}: {allowed}")
+
+    def convert(self, key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
+        origin = typing.get_origin(tp)
+        if dataclasses.is_dataclass(tp):
+            return self.section(key, value, tp)
+        if origin is Literal:
+            if value not in typing.get_args(tp):
+                self.fail(key, value, f"must be {_type_name(tp)}")
+            return value
+        if origin in (types.UnionType, typing.Union):
+            if value is None and type(None) in typing.get_args(tp):
+                return None
+            inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+            return self.convert(key, value, inner, meta)
+        if origin is list:
+            if not isinstance(value, list):
+                self.fail(key, value, f"must be {_type_name(tp)}")
+                return value
+            item = typing.get_args(tp)[0]
+            return [self.convert(f"{key}[{i}]", v, item, meta) for i, v in enumerate(value)]
+        return self.scalar(key, value, tp, meta)
+
+    def scalar(self, key: str, value: Any, tp: type, meta: dict[str, Any]) -> Any:
+        if tp is float and isinstance(value, str):
+            try:  # PyYAML reads "1e-4" as a string (YAML 1.1); accept it as the number it is
+                value = float(value)
+            except ValueError:
+                pass
+        ok = {
+            bool: isinstance(value, bool),
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, (int, float)) and not isinstance(value, bool),
+            str: isinstance(value, str),
+        }[tp]
+        if not ok:
+            self.fail(key, value, f"must be {_type_name(tp)}")
+            return value
+        if tp is float:
+            value = float(value)
+        if tp in (int, float):
+            problem = _range_error(value, meta)
+            if problem:
+                self.fail(key, value, problem)
+        return value
+
+    def section(self, prefix: str, raw: Any, cls: type) -> Any:
+        if not isinstance(raw, dict):
+            self.fail(prefix or "<top level>", raw, f"must be a mapping with keys {_field_names(cls)}")
+            return None
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key in raw:
+            if key not in fields:
+                close = difflib.get_close_matches(str(key), fields, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.fail(_join(prefix, key), raw[key], f"unknown key{hint}; allowed keys: {_field_names(cls)}")
+        values = {}
+        for name, f in fields.items():
+            key = _join(prefix, name)
+            if name not in raw:
+                self.errors.append(f"{self.source}: {key} is missing: add it ({_type_name(hints[name])})")
+                continue
+            values[name] = self.convert(key, raw[name], hints[name], dict(f.metadata))
+        if len(values) != len(fields) or self.errors:
+            return None
+        return cls(**values)
+
+
+def _join(prefix: str, key: Any) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _field_names(cls: type) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(cls))
+
+
+def parse_params(raw: Any, source: str = "params") -> Params:
+    """Validate a parsed params mapping; raise ParamsError listing every problem."""
+    validator = _Validator(source)
+    params = validator.section("", raw, Params)
+    if validator.errors:
+        raise ParamsError("\n".join(validator.errors))
+    return params
+
+
+def load_raw(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found; run from the repository root or pass --params")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from error
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    return parse_params(load_raw(path), str(path))
