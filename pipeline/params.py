@@ -17,9 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ParamsError(ValueError):
-    """params.yaml does not match the schema; the message lists every problem."""
+from pipeline.errors import ParamsError
 
 
 def rule(*, ge: float | None = None, gt: float | None = None, le: float | None = None,

@@ -1,0 +1,41 @@
+"""Read the ingest shards back: Arrow tables for caches, uint8 tensors for training."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from pipeline.errors import UserError
+
+
+def read_table(ingest_dir: str | Path, columns: list[str] | None = None, split: str | None = None) -> pa.Table:
+    """All shards in order, optionally one split; memory-mapped, no per-row Python."""
+    shards = sorted(Path(ingest_dir).glob("part-*.parquet"))
+    if not shards:
+        raise UserError(f"{ingest_dir}: no ingest shards (part-*.parquet); run `t2i ingest` (or `dvc repro`) first")
+    wanted = None if columns is None else list(dict.fromkeys([*columns, *(["split"] if split else [])]))
+    table = pa.concat_tables(pq.read_table(s, columns=wanted, memory_map=True) for s in shards)
+    if split is not None:
+        table = table.filter(pc.equal(table["split"], split))
+    if columns is not None:
+        table = table.select(columns)
+    return table
+
+
+def decode_pngs(blobs: list[bytes]) -> torch.Tensor:
+    """PNG bytes -> uint8 tensor (N, 3, H, W)."""
+    arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def load_images(ingest_dir: str | Path, split: str | None = None) -> tuple[list[str], torch.Tensor]:
+    """Ids and images of one split (or all), in shard order."""
+    table = read_table(ingest_dir, ["id", "image"], split)
+    return table["id"].to_pylist(), decode_pngs(table["image"].to_pylist())

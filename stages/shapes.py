@@ -1,0 +1,18 @@
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.params import load_params
+from pipeline.shapes import generate
+from stages.common import ParamsOption, user_errors
+
+
+@user_errors
+def main(
+    params: ParamsOption = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="Folder for images/ and labels.csv.")] = Path("data/shapes"),
+) -> None:
+    """Render the seeded, captioned shapes world (the offline default data set)."""
+    shapes = load_params(params).shapes
+    generate(out, shapes.n_images, shapes.resolution, shapes.seed)

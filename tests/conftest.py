@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.params import Params, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def default_raw_params() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def with_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``raw`` with dotted keys replaced, e.g. {"ingest.workers": 1}."""
+    raw = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        *path, last = dotted.split(".")
+        node = raw
+        for key in path:
+            node = node[key]
+        node[last] = value
+    return raw
+
+
+def make_params(**overrides: Any) -> Params:
+    """Default params with overrides given as section__key=value."""
+    dotted = {key.replace("__", "."): value for key, value in overrides.items()}
+    return parse_params(with_overrides(default_raw_params(), dotted))
+
+
+@pytest.fixture
+def params_file(tmp_path: Path):
+    """Write default params with dotted overrides to a file and return its path."""
+
+    def write(overrides: dict[str, Any] | None = None) -> Path:
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(with_overrides(default_raw_params(), overrides or {})))
+        return path
+
+    return write

@@ -1,0 +1,83 @@
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.errors import ParamsError
+from pipeline.params import load_params, parse_params
+from tests.conftest import REPO, default_raw_params, with_overrides
+
+
+def errors_for(overrides):
+    with pytest.raises(ParamsError) as info:
+        parse_params(with_overrides(default_raw_params(), overrides), "params.yaml")
+    return str(info.value)
+
+
+def test_repo_params_are_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params.ingest.resolution == params.shapes.resolution
+
+
+def test_out_of_range_names_key_value_and_bound():
+    message = errors_for({"ingest.val_fraction": 1.5})
+    assert "ingest.val_fraction = 1.5" in message and "< 1" in message
+
+
+def test_wrong_type_names_expected_type():
+    message = errors_for({"shapes.n_images": "many"})
+    assert "shapes.n_images = 'many'" in message and "an integer" in message
+
+
+def test_bool_is_not_an_integer():
+    assert "shapes.seed = True" in errors_for({"shapes.seed": True})
+
+
+def test_unknown_key_suggests_the_close_one():
+    raw = default_raw_params()
+    raw["ingest"]["resolutoin"] = 64
+    with pytest.raises(ParamsError, match=r"ingest.resolutoin .*did you mean 'resolution'"):
+        parse_params(raw)
+
+
+def test_missing_key_is_reported():
+    raw = default_raw_params()
+    del raw["tokenizer"]["lr"]
+    with pytest.raises(ParamsError, match=r"tokenizer.lr is missing"):
+        parse_params(raw)
+
+
+def test_list_items_are_range_checked():
+    assert "ingest.background[1] = 300" in errors_for({"ingest.background": [0, 300, 0]})
+
+
+def test_choices_are_listed():
+    message = errors_for({"tokenizer.device": "tpu"})
+    assert "tokenizer.device = 'tpu'" in message and "'cuda'" in message
+
+
+def test_every_problem_is_reported_at_once():
+    message = errors_for({"shapes.n_images": 0, "ingest.workers": -1})
+    assert "shapes.n_images" in message and "ingest.workers" in message
+
+
+def test_scientific_notation_string_is_a_number():
+    params = parse_params(with_overrides(default_raw_params(), {"tokenizer.lr": "1e-4"}))
+    assert params.tokenizer.lr == pytest.approx(1e-4)
+
+
+def test_cli_exits_2_and_touches_no_output(params_file, tmp_path):
+    bad = params_file({"ingest.val_fraction": 2})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    result = subprocess.run(
+        [sys.executable, "-m", "stages", "ingest", "--params", str(bad), "--out", str(out),
+         "--report", str(tmp_path / "r.json"), "--skipped", str(tmp_path / "s.csv")],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert "ingest.val_fraction = 2" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert not (tmp_path / "r.json").exists()
