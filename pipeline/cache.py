@@ -1,0 +1,70 @@
+"""Parquet caches of fixed-size vectors keyed by image id (CLIP embeddings, code grids).
+
+Vectors are stored as a fixed-size list column, so reading a cache back into a tensor is
+one memory-mapped, zero-copy view of the Arrow buffer: no per-row Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.atomic import atomic_file
+from pipeline.errors import UserError
+
+SHARD_PATTERN = "part-{:05d}.parquet"
+
+
+@dataclass
+class VectorCache:
+    ids: list[str]
+    splits: np.ndarray  # object array of "train"/"val"
+    vectors: np.ndarray  # (N, D)
+    metadata: dict[str, str]
+
+
+def vectors_table(ids: list[str], splits: list[str], vectors: np.ndarray, column: str,
+                  metadata: dict[str, str]) -> pa.Table:
+    vectors = np.ascontiguousarray(vectors)
+    flat = pa.array(vectors.reshape(-1))
+    table = pa.table({
+        "id": pa.array(ids, pa.string()),
+        "split": pa.array(splits, pa.string()),
+        column: pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+    })
+    return table.replace_schema_metadata({f"t2i.{k}": str(v) for k, v in metadata.items()})
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    """Atomic Parquet write; no statistics or dictionaries for the vector bytes."""
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=["id", "split"],
+                       write_statistics=["id", "split"])
+
+
+def read_vectors(folder: str | Path, column: str, split: str | None = None) -> VectorCache:
+    """Every shard of ``folder`` (or one file) as ids, splits and an (N, D) array."""
+    folder = Path(folder)
+    shards = [folder] if folder.is_file() else sorted(folder.glob("part-*.parquet"))
+    if not shards:
+        raise UserError(f"{folder}: no cache shards; run the stage that writes it (`dvc repro`)")
+    tables = [pq.read_table(s, memory_map=True) for s in shards]
+    metadata = {k.decode()[4:]: v.decode() for k, v in (tables[0].schema.metadata or {}).items()
+                if k.startswith(b"t2i.")}
+    table = pa.concat_tables(tables)
+    if split is not None:
+        table = table.filter(pc.equal(table["split"], split))
+    vectors = table[column].combine_chunks()
+    width = vectors.type.list_size
+    values = vectors.flatten().to_numpy(zero_copy_only=vectors.null_count == 0 and vectors.offset == 0)
+    return VectorCache(
+        ids=table["id"].to_pylist(),
+        splits=table["split"].to_numpy(zero_copy_only=False),
+        vectors=values.reshape(len(table), width),
+        metadata=metadata,
+    )
