@@ -85,10 +85,69 @@ class TokenizerParams:
 
 
 @dataclass(frozen=True)
+class ClipTrainParams:
+    """Contrastive training of the small offline CLIP (used when clip.pretrained is null)."""
+    seed: int = rule(ge=0)
+    steps: int = rule(ge=1)
+    batch_size: int = rule(ge=2, help="distinct captions per batch (fewer if the data has fewer)")
+    lr: float = rule(gt=0)
+    betas: list[float] = rule(ge=0, lt=1)
+    weight_decay: float = rule(ge=0)
+    warmup_steps: int = rule(ge=0)
+    grad_clip: float = rule(ge=0, help="0 = off")
+    augment_p: float = rule(ge=0, le=1, help="share of captions reworded from the attribute columns")
+
+
+@dataclass(frozen=True)
+class ClipParams:
+    """The CLIP encoder (open_clip) and, without pretrained weights, how to train the small one."""
+    model: str = rule(help="an open_clip model name, or a config in pipeline/clip_configs")
+    pretrained: str | None = rule(help="open_clip tag (e.g. openai), local checkpoint file, or null = train")
+    precision: Literal["fp32", "fp16", "bf16"] = rule(help="used on CUDA; CPU always runs fp32")
+    batch_size: int = rule(ge=1, help="embedding batch size")
+    eval_images: int = rule(ge=2, help="held-out images scored in reports/clip.json")
+    device: Device = rule()
+    train: ClipTrainParams = rule()
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """VQ-Diffusion transformer conditioned on pseudo text embeddings."""
+    seed: int = rule(ge=0)
+    depth: int = rule(ge=1)
+    width: int = rule(ge=8)
+    heads: int = rule(ge=1)
+    mlp_ratio: float = rule(gt=0)
+    mlp: Literal["linear", "conv"] = rule()
+    diffusion_steps: int = rule(ge=2, help="T")
+    abar_range: list[float] = rule(gt=0, lt=1, help="[start, end] of the keep probability")
+    gbar_range: list[float] = rule(gt=0, lt=1, help="[start, end] of the mask probability")
+    aux_weight: float = rule(ge=0)
+    t_min_count: int = rule(ge=1)
+    t_history_decay: float = rule(ge=0, lt=1)
+    pseudo_text: Literal["clipvq", "lafite", "none"] = rule()
+    pseudo_scale: float = rule(ge=0)
+    cond_drop: float = rule(ge=0, lt=1)
+    steps: int = rule(ge=1)
+    batch_size: int = rule(ge=1)
+    lr: float = rule(gt=0)
+    betas: list[float] = rule(ge=0, lt=1)
+    weight_decay: float = rule(ge=0)
+    warmup_steps: int = rule(ge=0)
+    grad_clip: float = rule(ge=0, help="0 = off")
+    ema_decay: float = rule(ge=0, lt=1, help="0 = off")
+    checkpoint_every: int = rule(ge=1)
+    log_every: int = rule(ge=1)
+    device: Device = rule()
+
+
+@dataclass(frozen=True)
 class Params:
     shapes: ShapesParams
     ingest: IngestParams
     tokenizer: TokenizerParams
+    clip: ClipParams
+    train: TrainParams
 
 
 def _type_name(tp: Any) -> str:

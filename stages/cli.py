@@ -2,7 +2,7 @@
 
 import typer
 
-from stages import ingest, shapes
+from stages import ingest, shapes, train
 
 app = typer.Typer(
     help="Language-free text-to-image training: each command is one DVC stage (see dvc.yaml).",
@@ -12,3 +12,4 @@ app = typer.Typer(
 )
 app.command("shapes")(shapes.main)
 app.command("ingest")(ingest.main)
+app.command("train")(train.main)

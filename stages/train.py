@@ -1,0 +1,48 @@
+import csv
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.atomic import atomic_file, write_json
+from pipeline.diffusion_train import HISTORY_COLUMNS, load_training_data, save_model, train_diffusion
+from pipeline.params import load_params
+from stages.common import ParamsOption, user_errors
+
+
+@user_errors
+def main(
+    params: ParamsOption = Path("params.yaml"),
+    tokens: Annotated[Path, typer.Option(help="Token-grid cache (tokenizer stage).")] = Path("data/tokens"),
+    embeddings: Annotated[Path, typer.Option(help="CLIP embedding cache (embed stage).")] = Path("data/embeddings"),
+    out: Annotated[Path, typer.Option(help="The trained (EMA) model.")] = Path("models/diffusion.pt"),
+    work: Annotated[Path, typer.Option(help="Checkpoints for resuming a killed run.")] = Path("checkpoints/train"),
+    report: Annotated[Path, typer.Option(help="Final figures (DVC metrics).")] = Path("reports/train.json"),
+    curves: Annotated[Path, typer.Option(help="Loss, lr and speed per logged step (DVC plots).")] = Path(
+        "reports/train_curves.csv"),
+) -> None:
+    """Train the VQ-Diffusion transformer on pseudo text embeddings (no captions)."""
+    train = load_params(params).train
+    data = load_training_data(tokens, embeddings)
+    result = train_diffusion(train, data, work)
+    save_model(out, result.model, result.config, train, data.sources)
+    with atomic_file(curves) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(result.history)
+    tail = result.history[-10:]  # a few logged batches, not one noisy one
+
+    def final(key: str) -> float:
+        return round(sum(row[key] for row in tail) / len(tail), 5)
+
+    write_json(report, {
+        "steps": result.steps,
+        "images_seen": result.images_seen,
+        "train_images": len(data.codes),
+        "final_loss": final("loss"),
+        "final_vlb": final("vlb"),
+        "final_aux": final("aux"),
+        "parameters": result.model.num_params(),
+        "wall_seconds": round(result.seconds, 1),
+        "images_per_second": round(result.images_seen / max(result.seconds, 1e-9), 1),
+    })

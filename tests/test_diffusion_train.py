@@ -1,0 +1,105 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.cache import SHARD_PATTERN, vectors_table, write_table
+from pipeline.diffusion_train import load_model, load_training_data, train_diffusion
+from pipeline.errors import UserError
+from tests.conftest import REPO, make_params
+
+TINY = {"train.depth": 1, "train.width": 32, "train.heads": 2, "train.diffusion_steps": 10, "train.steps": 120,
+        "train.batch_size": 8, "train.warmup_steps": 5, "train.checkpoint_every": 10, "train.log_every": 5,
+        "train.lr": 2e-3, "train.t_min_count": 2, "train.device": "cpu"}
+
+
+def write_caches(root, n=48, n_codes=16, grid=4, dim=16, drop_embedding=False):
+    rng = np.random.default_rng(0)
+    ids = [f"{i:016x}" for i in range(n)]
+    splits = ["val" if i % 8 == 0 else "train" for i in range(n)]
+    # two kinds of image, told apart by their embedding: codes 0..3 or 8..11
+    kind = np.arange(n) % 2
+    codes = (rng.integers(0, 4, (n, grid * grid)) + 8 * kind[:, None]).astype(np.int16)
+    centres = rng.standard_normal((2, dim))
+    emb = centres[kind] + 0.05 * rng.standard_normal((n, dim))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    token_meta = {"n_codes": n_codes, "grid_h": grid, "grid_w": grid, "checkpoint": "t"}
+    write_table(root / "tokens" / SHARD_PATTERN.format(0), vectors_table(ids, splits, codes, "codes", token_meta))
+    keep = slice(0, n - 1) if drop_embedding else slice(0, n)
+    write_table(root / "embeddings" / SHARD_PATTERN.format(0),
+                vectors_table(ids[keep], splits[keep], emb[keep], "embedding", {"model": "m", "dim": dim}))
+    return root
+
+
+def tiny_params(**extra):
+    return make_params(**{k.replace(".", "__"): v for k, v in {**TINY, **extra}.items()}).train
+
+
+def test_data_join_and_missing_embedding(tmp_path):
+    data = load_training_data(write_caches(tmp_path / "a") / "tokens", tmp_path / "a" / "embeddings")
+    assert data.codes.shape == (42, 4, 4) and data.embeddings.shape == (42, 16) and data.n_codes == 16
+    root = write_caches(tmp_path / "b", drop_embedding=True)
+    with pytest.raises(UserError, match="no CLIP embedding"):
+        load_training_data(root / "tokens", root / "embeddings")
+
+
+def test_loss_decreases_and_model_round_trips(tmp_path):
+    torch.set_num_threads(1)
+    root = write_caches(tmp_path)
+    data = load_training_data(root / "tokens", root / "embeddings")
+    result = train_diffusion(tiny_params(**{"train.steps": 200}), data, tmp_path / "work")
+    first = np.mean([r["vlb"] for r in result.history[:4]])
+    last = np.mean([r["vlb"] for r in result.history[-4:]])
+    assert last < 0.7 * first
+    from pipeline.diffusion_train import save_model
+    save_model(tmp_path / "m.pt", result.model, result.config, tiny_params(), data.sources)
+    model, schedule, sources = load_model(tmp_path / "m.pt")
+    x = torch.full((2, 16), 16)
+    t = torch.tensor([3, 7])
+    with torch.no_grad():
+        assert torch.equal(model(x, t, data.embeddings[:2]), result.model(x, t, data.embeddings[:2]))
+    assert schedule.steps == 10 and sources["tokens.n_codes"] == "16"
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, params_file):
+    root = write_caches(tmp_path / "caches")
+    params = params_file(TINY)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def command(name):
+        return [sys.executable, "-m", "stages", "train", "--params", str(params), "--tokens", str(root / "tokens"),
+                "--embeddings", str(root / "embeddings"), "--out", str(tmp_path / f"{name}.pt"),
+                "--work", str(tmp_path / f"work-{name}"), "--report", str(tmp_path / f"{name}.json"),
+                "--curves", str(tmp_path / f"{name}.csv")]
+
+    subprocess.run(command("clean"), check=True, capture_output=True, cwd=REPO, env=env)
+    process = subprocess.Popen(command("killed"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "work-killed" / "step-00000050.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert not (tmp_path / "killed.pt").exists()
+    rerun = subprocess.run(command("killed"), check=True, capture_output=True, text=True, cwd=REPO, env=env)
+    assert "resuming from step" in rerun.stderr
+    clean = torch.load(tmp_path / "clean.pt")["state_dict"]
+    resumed = torch.load(tmp_path / "killed.pt")["state_dict"]
+    assert clean.keys() == resumed.keys()
+    assert all(torch.equal(clean[k], resumed[k]) for k in clean)
+    assert (tmp_path / "clean.csv").read_text().splitlines()[0] == "step,loss,vlb,aux,lr,steps_per_s"
+
+
+def test_changed_settings_do_not_resume_old_checkpoints(tmp_path):
+    torch.set_num_threads(1)
+    root = write_caches(tmp_path)
+    data = load_training_data(root / "tokens", root / "embeddings")
+    train_diffusion(tiny_params(**{"train.steps": 30}), data, tmp_path / "work")
+    assert list((tmp_path / "work").glob("step-*.pt"))
+    result = train_diffusion(tiny_params(**{"train.steps": 30, "train.lr": 1e-3}), data, tmp_path / "work")
+    assert result.history[0]["step"] == 5
