@@ -6,6 +6,7 @@ one memory-mapped, zero-copy view of the Arrow buffer: no per-row Python loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
 
-from pipeline.atomic import atomic_file
+from pipeline.atomic import atomic_dir, atomic_file
+from pipeline.dataset import decode_pngs
 from pipeline.errors import UserError
 
 SHARD_PATTERN = "part-{:05d}.parquet"
@@ -68,3 +72,23 @@ def read_vectors(folder: str | Path, column: str, split: str | None = None) -> V
         vectors=values.reshape(len(table), width),
         metadata=metadata,
     )
+
+
+def cache_ingest_shards(ingest_dir: str | Path, out_dir: str | Path, column: str,
+                        compute: Callable[[torch.Tensor], np.ndarray], metadata: dict[str, str], desc: str) -> int:
+    """One cache shard per ingest shard: ``compute`` maps uint8 images (B,3,H,W) to (B, D).
+
+    The folder is written atomically, so a killed run leaves no shard a rerun would trust.
+    """
+    shards = sorted(Path(ingest_dir).glob("part-*.parquet"))
+    if not shards:
+        raise UserError(f"{ingest_dir}: no ingest shards (part-*.parquet); run `t2i ingest` first")
+    rows = 0
+    with atomic_dir(out_dir) as tmp:
+        for index, shard in enumerate(tqdm(shards, desc=desc, unit="shard")):
+            table = pq.read_table(shard, columns=["id", "split", "image"], memory_map=True)
+            vectors = compute(decode_pngs(table["image"].to_pylist()))
+            write_table(tmp / SHARD_PATTERN.format(index),
+                        vectors_table(table["id"].to_pylist(), table["split"].to_pylist(), vectors, column, metadata))
+            rows += table.num_rows
+    return rows

@@ -111,6 +111,13 @@ class ClipParams:
 
 
 @dataclass(frozen=True)
+class EmbedParams:
+    """The evaluation prompts whose CLIP text embeddings are cached with the image embeddings."""
+    prompts: str = rule(help="a CSV with a 'prompt' column, or a text file with one prompt per line")
+    prompt_prefix: str = rule(help='prepended to every prompt, e.g. "a photograph of "')
+
+
+@dataclass(frozen=True)
 class TrainParams:
     """VQ-Diffusion transformer conditioned on pseudo text embeddings."""
     seed: int = rule(ge=0)
@@ -147,6 +154,7 @@ class Params:
     ingest: IngestParams
     tokenizer: TokenizerParams
     clip: ClipParams
+    embed: EmbedParams
     train: TrainParams
 
 

@@ -2,7 +2,7 @@
 
 import typer
 
-from stages import ingest, shapes, train
+from stages import clip, embed, ingest, shapes, tokenizer, train
 
 app = typer.Typer(
     help="Language-free text-to-image training: each command is one DVC stage (see dvc.yaml).",
@@ -12,4 +12,7 @@ app = typer.Typer(
 )
 app.command("shapes")(shapes.main)
 app.command("ingest")(ingest.main)
+app.command("tokenizer")(tokenizer.main)
+app.command("clip")(clip.main)
+app.command("embed")(embed.main)
 app.command("train")(train.main)

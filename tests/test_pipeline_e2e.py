@@ -15,6 +15,13 @@ from tests.conftest import REPO, default_raw_params, with_overrides
 MICRO = {
     "shapes.n_images": 240,
     "ingest.shard_size": 100,
+    "tokenizer.n_codes": 32, "tokenizer.code_dim": 8, "tokenizer.ch": 8, "tokenizer.ch_mult": [1, 2, 2],
+    "tokenizer.attn_resolutions": [], "tokenizer.steps": 20, "tokenizer.tau_steps": 20, "tokenizer.batch_size": 16,
+    "tokenizer.warmup_steps": 2, "tokenizer.checkpoint_every": 10,
+    "clip.eval_images": 40, "clip.train.steps": 10, "clip.train.batch_size": 16, "clip.train.warmup_steps": 2,
+    "train.depth": 1, "train.width": 32, "train.heads": 2, "train.diffusion_steps": 10, "train.steps": 20,
+    "train.batch_size": 16, "train.warmup_steps": 2, "train.checkpoint_every": 10, "train.log_every": 5,
+    "train.t_min_count": 2,
 }
 
 pytestmark = pytest.mark.slow
@@ -54,6 +61,11 @@ def test_repro_runs_every_stage_then_is_up_to_date(workdir):
     report = yaml.safe_load((root / "reports/ingest.json").read_text())
     assert report["kept"] == MICRO["shapes.n_images"]
     assert len(list((root / "data/ingest").glob("part-*.parquet"))) == 3
+    for output in ("models/tokenizer.pt", "models/clip/clip.pt", "models/diffusion.pt", "data/tokens",
+                   "data/embeddings", "data/prompt_embeddings.parquet", "reports/tokenizer_recon.png"):
+        assert (root / output).exists(), output
+    for report in ("tokenizer", "clip", "train"):
+        assert yaml.safe_load((root / f"reports/{report}.json").read_text()), report
     again = sh(["dvc", "repro"], root, env)
     assert stages_run(again) == set()
     assert "up to date" in again
@@ -61,12 +73,22 @@ def test_repro_runs_every_stage_then_is_up_to_date(workdir):
     assert "up to date" in status
 
 
-def test_changing_one_section_reruns_only_its_stage_and_downstream(workdir):
+def set_param(root, section, key, value):
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw[section][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def test_a_tokenizer_param_reruns_only_the_tokenizer_and_downstream(workdir):
     root, env = workdir
     sh(["dvc", "repro"], root, env)
-    raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["ingest"]["val_fraction"] = 0.25
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    output = sh(["dvc", "repro"], root, env)
-    assert "shapes" not in stages_run(output)
-    assert "ingest" in stages_run(output)
+    set_param(root, "tokenizer", "lr", 3.0e-4)
+    assert stages_run(sh(["dvc", "repro"], root, env)) == {"tokenizer", "train"}
+
+
+def test_an_ingest_param_leaves_the_shapes_world_alone(workdir):
+    root, env = workdir
+    sh(["dvc", "repro"], root, env)
+    set_param(root, "ingest", "val_fraction", 0.25)
+    output = stages_run(sh(["dvc", "repro"], root, env))
+    assert "shapes" not in output and "ingest" in output

@@ -1,0 +1,266 @@
+"""Evaluation metrics: Fréchet distances, CLIPScore and checker-based text alignment.
+
+Every number says what it is: ``fid_inception`` only when the Inception-v3 weights were
+really used, ``fd_<space>`` (e.g. ``fd_clip``) for the same distance in another feature
+space, and CLIPScore names its convention (raw cosine, or Hessel et al.'s 2.5 * max(cos, 0)).
+Fréchet results carry their sample counts and reference split, as the protocol asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch_fidelity
+from PIL import Image
+from torch.utils.data import Dataset
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from pipeline.shapes import ATTRIBUTES
+
+ImageSet = np.ndarray | torch.Tensor | Sequence[Image.Image] | str | Path
+EMBEDDING_EXTRACTOR = "t2i-embedding"
+EMBEDDING_FEATURE = "embedding"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+# ---------------------------------------------------------------------------- Fréchet
+
+
+def gaussian_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased) covariance in float64."""
+    x = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"need an (N >= 2, D) feature matrix, got shape {x.shape}")
+    return x.mean(0), np.atleast_2d(np.cov(x, rowvar=False))
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def frechet_from_statistics(mu_a: np.ndarray, sigma_a: np.ndarray, mu_b: np.ndarray, sigma_b: np.ndarray) -> float:
+    """|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2).
+
+    tr (S_a S_b)^1/2 is the sum of square roots of the eigenvalues of the symmetric PSD
+    S_a^1/2 S_b S_a^1/2 (same spectrum as S_a S_b), so only symmetric eigensolvers run: no
+    complex parts, no scipy, and singular covariances (fewer samples than dimensions) are fine.
+    """
+    root_a = _psd_sqrt(sigma_a)
+    middle = root_a @ sigma_b @ root_a
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    diff = mu_a - mu_b
+    return float(max(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2 * trace_sqrt, 0.0))
+
+
+def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two (N, D) feature sets."""
+    return frechet_from_statistics(*gaussian_statistics(features_a), *gaussian_statistics(features_b))
+
+
+# ------------------------------------------------------------------ torch-fidelity path
+
+
+class UInt8Images(Dataset):
+    """An image set as torch-fidelity reads it: uint8 (3, H, W) tensors."""
+
+    def __init__(self, images: ImageSet):
+        self.images = as_uint8_nchw(images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _load_rgb(path: Path) -> Image.Image:
+    """Decoded now, so a folder of thousands of files never holds them all open."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def as_uint8_nchw(images: ImageSet) -> torch.Tensor:
+    """(N, 3, H, W) uint8 from a folder of images, PIL images, or NHWC/NCHW arrays/tensors
+    (non-uint8 values are read on the 0-255 scale)."""
+    if isinstance(images, (str, Path)):
+        images = [_load_rgb(p) for p in image_files(images)]
+    if not isinstance(images, (np.ndarray, torch.Tensor)):
+        images = np.stack([np.asarray(im.convert("RGB")) for im in images]) if len(images) else np.zeros((0, 1, 1, 3))
+    images = torch.as_tensor(np.asarray(images.cpu() if isinstance(images, torch.Tensor) else images))
+    if images.ndim != 4 or 3 not in (images.shape[1], images.shape[3]):
+        raise ValueError(f"expected (N, H, W, 3) or (N, 3, H, W) images, got shape {tuple(images.shape)}")
+    if images.shape[1] != 3:
+        images = images.permute(0, 3, 1, 2)
+    if images.dtype != torch.uint8:
+        images = images.float().round().clamp(0, 255).to(torch.uint8)
+    return images.contiguous()
+
+
+class EmbeddingExtractor(torch_fidelity.FeatureExtractorBase):
+    """torch-fidelity feature extractor around a caller's embedding function.
+
+    torch-fidelity instantiates extractors itself, passing every ``calculate_metrics``
+    keyword on; the function travels as the ``embedding_fn`` keyword. It maps a uint8
+    (B, 3, H, W) CPU batch to (B, D) features, a tensor or an array (e.g.
+    ``ClipEncoder.embed_images``), and runs on whatever device it holds its model on.
+    """
+
+    def __init__(self, name: str, features_list: list[str], embedding_fn: Callable[[torch.Tensor], torch.Tensor],
+                 **kwargs):
+        super().__init__(name, features_list)
+        self.embedding_fn = embedding_fn
+
+    @staticmethod
+    def get_provided_features_list() -> tuple[str, ...]:
+        return (EMBEDDING_FEATURE,)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric: str) -> str:
+        return EMBEDDING_FEATURE
+
+    @staticmethod
+    def can_be_compiled() -> bool:
+        return False
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a uint8 (B, 3, H, W) batch, got {x.dtype} {tuple(x.shape)}")
+        features = self.embedding_fn(x)
+        return (torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
+                .float().flatten(1),)
+
+
+def _fidelity_frechet(generated: ImageSet, reference: ImageSet, device: torch.device | str, batch_size: int,
+                      **options) -> tuple[float, int, int]:
+    """torch-fidelity's Fréchet distance of two in-memory image sets: no caching under the
+    torch home, no loader workers, no network unless the extractor itself needs it."""
+    first, second = UInt8Images(generated), UInt8Images(reference)
+    if len(first) < 2 or len(second) < 2:
+        raise ValueError(f"a Fréchet distance needs >= 2 images per set, got {len(first)} and {len(second)}")
+    result = torch_fidelity.calculate_metrics(
+        input1=first, input2=second, fid=True, cuda=torch.device(device).type == "cuda", batch_size=batch_size,
+        cache=False, save_cpu_ram=True, verbose=False, **options)
+    return float(result[torch_fidelity.KEY_METRIC_FID]), len(first), len(second)
+
+
+def fid_inception(generated: ImageSet, reference: ImageSet, weights_path: str | Path, reference_split: str,
+                  device: torch.device | str = "cpu", batch_size: int = 64) -> dict[str, float | int | str]:
+    """FID proper: torch-fidelity's Inception-v3 (TF-compatible) pool features, from a local
+    weights file (nothing is downloaded)."""
+    if not Path(weights_path).is_file():
+        raise FileNotFoundError(f"{weights_path}: Inception weights file not found")
+    value, n_gen, n_ref = _fidelity_frechet(
+        generated, reference, device, batch_size, feature_extractor="inception-v3-compat",
+        feature_layer_fid="2048", feature_extractor_weights_path=str(weights_path))
+    return {"fid_inception": value, "n_generated": n_gen, "n_reference": n_ref, "reference_split": reference_split,
+            "features": "inception-v3-compat pool 2048"}
+
+
+def fd_embedding(generated: ImageSet, reference: ImageSet,
+                 embedding_fn: Callable[[torch.Tensor], torch.Tensor | np.ndarray], reference_split: str,
+                 space: str = "clip", batch_size: int = 64) -> dict[str, float | int | str]:
+    """Fréchet distance in another feature space (``fd_<space>``), through torch-fidelity.
+
+    Not an FID: distances in CLIP space are on another scale and rank models differently.
+    """
+    if EMBEDDING_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+        torch_fidelity.register_feature_extractor(EMBEDDING_EXTRACTOR, EmbeddingExtractor)
+    value, n_gen, n_ref = _fidelity_frechet(
+        generated, reference, "cpu", batch_size, feature_extractor=EMBEDDING_EXTRACTOR,
+        feature_layer_fid=EMBEDDING_FEATURE, embedding_fn=embedding_fn)
+    return {f"fd_{space}": value, "n_generated": n_gen, "n_reference": n_ref, "reference_split": reference_split,
+            "features": f"{space} image embedding"}
+
+
+# -------------------------------------------------------------------------- CLIPScore
+
+
+def paired_cosine(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Row-wise cosine similarity of two (N, D) embedding sets (normalised here)."""
+    a, b = (torch.as_tensor(np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x), dtype=torch.float64)
+            for x in (a, b))
+    return torch.nn.functional.cosine_similarity(a, b, dim=1).numpy()
+
+
+def hessel_clipscore(cosine: np.ndarray | float) -> np.ndarray:
+    """Hessel et al. (2021): 2.5 * max(cos, 0)."""
+    return 2.5 * np.maximum(cosine, 0.0)
+
+
+def clip_scores(scores: pd.DataFrame) -> dict[str, float | int]:
+    """CLIPScore over all samples and best-of-N per prompt (the FFHQ protocol keeps the best
+    of 16 by cosine; the mean over all samples is reported beside it).
+
+    ``scores`` has columns ``prompt`` (index or text), ``sample`` and ``cosine``.
+    """
+    if scores.empty:
+        raise ValueError("no CLIP scores to summarise")
+    best = scores.groupby("prompt")["cosine"].max()
+    per_prompt = scores.groupby("prompt").size()
+    return {
+        "clip_cosine_mean": float(scores["cosine"].mean()),
+        "clip_cosine_best_of_n": float(best.mean()),
+        "clipscore_hessel_mean": float(hessel_clipscore(scores["cosine"].to_numpy()).mean()),
+        "clipscore_hessel_best_of_n": float(hessel_clipscore(best.to_numpy()).mean()),
+        "n_prompts": int(len(best)),
+        "n_samples": int(len(scores)),
+        "samples_per_prompt_min": int(per_prompt.min()),
+        "samples_per_prompt_max": int(per_prompt.max()),
+    }
+
+
+# --------------------------------------------------------------------- text alignment
+
+
+def _accuracy(correct: pd.DataFrame) -> dict[str, float | int]:
+    out: dict[str, float | int] = {name: float(correct[name].mean()) for name in ATTRIBUTES}
+    out["all"] = float(correct[list(ATTRIBUTES)].all(axis=1).mean())
+    out["n"] = int(len(correct))
+    return out
+
+
+def alignment_accuracy(predicted: dict[str, Sequence] | pd.DataFrame, labels: pd.DataFrame,
+                       by: str | None = None) -> dict:
+    """Per-attribute and all-four accuracy of checker predictions against prompt labels.
+
+    Row i of ``predicted`` (the checker's output) is an image generated for row i of
+    ``labels`` (the prompts' attribute columns, repeated per sample). An image where the
+    checker found no object counts as wrong on every attribute, so garbage never scores by
+    lucky guesses. ``by`` (e.g. ``wording``) adds the same figures per value of that column.
+    """
+    predicted = pd.DataFrame(predicted).reset_index(drop=True)
+    labels = labels.reset_index(drop=True)
+    if len(predicted) != len(labels):
+        raise ValueError(f"{len(predicted)} predictions for {len(labels)} labelled images")
+    found = predicted["found"].astype(bool) if "found" in predicted else pd.Series(True, index=predicted.index)
+    correct = pd.DataFrame({name: (predicted[name] == labels[name]) & found for name in ATTRIBUTES})
+    out = _accuracy(correct)
+    out["found"] = float(found.mean()) if len(found) else float("nan")
+    if by is not None:
+        out[f"by_{by}"] = {str(value): _accuracy(correct[labels[by] == value]) for value in sorted(labels[by].unique())}
+    return out
+
+
+def random_real_floor(real_labels: pd.DataFrame, prompt_labels: pd.DataFrame) -> dict[str, float | int]:
+    """Expected alignment accuracy of a "generator" that ignores the prompt and returns a
+    random real image: per prompt, the share of real images that match its labels
+    (attribute by attribute, and all four at once), averaged over prompts. Exact, so no seed.
+    """
+    names = list(ATTRIBUTES)
+    combos = real_labels[names].astype(str).agg("|".join, axis=1).value_counts(normalize=True)
+    out: dict[str, float | int] = {}
+    for name in names:
+        share = real_labels[name].value_counts(normalize=True)
+        out[name] = float(prompt_labels[name].map(share).fillna(0.0).mean())
+    out["all"] = float(prompt_labels[names].astype(str).agg("|".join, axis=1).map(combos).fillna(0.0).mean())
+    out["n_real"] = int(len(real_labels))
+    return out

@@ -1,0 +1,258 @@
+"""Train, evaluate and run the Gumbel VQGAN tokenizer.
+
+`train_tokenizer` checkpoints into its work folder and resumes from the newest matching
+checkpoint, so a killed run picks up where it stopped and ends bit-identical (CPU) to an
+uninterrupted one. Images cross this API as uint8 NCHW tensors on the CPU; everything else
+(reports, plots, PNG files) is the stage's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline import image_metrics as metrics
+from pipeline.device import autocast, resolve_device
+from pipeline.params import TokenizerParams
+from pipeline.training import (EMA, batch_indices, clip_gradients, list_checkpoints, load_latest_checkpoint,
+                               lr_at, make_adamw, rng_state, save_checkpoint, seed_everything, set_lr,
+                               set_rng_state)
+from pipeline.vqgan import (VQGAN, PerceptualLoss, adaptive_gan_weight, build_vqgan, discriminator_for,
+                            hinge_d_loss, hinge_g_loss, tau_at, to_model_range, to_uint8)
+
+VAL_SUBSET = 256  # images scored at each checkpoint to track the hard (argmax) path
+
+
+@dataclass
+class TrainResult:
+    model: VQGAN  # final weights (the EMA average when ema_decay > 0), eval mode
+    history: list[dict[str, float]]  # one row per log window: step, loss, recon, kl, tau, lr, usage, ...
+    val_history: list[dict[str, float]] = field(default_factory=list)  # step, psnr, usage at checkpoints
+    seconds: float = 0.0  # training wall time, summed over resumed runs
+
+
+def _fingerprint(params: TokenizerParams, images: torch.Tensor) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the settings that change the result, and the data."""
+    ignored = {"device", "checkpoint_every", "encode_batch_size"}
+    settings = {k: v for k, v in asdict(params).items() if k not in ignored}
+    digest = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
+    return {"params": settings, "shape": list(images.shape), "sha256": digest}
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def encode_all(model: VQGAN, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """uint8 images (N,3,H,W) -> hard codes (N,h,w), int16 when K fits, else int32; on the CPU.
+    Runs in fp32 on every device so a code never flips with the precision."""
+    model.eval()
+    device = _model_device(model)
+    dtype = torch.int16 if model.n_codes <= 2**15 else torch.int32
+    out = [model.encode(to_model_range(images[i:i + batch_size].to(device))).to("cpu", dtype)
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, model.grid, model.grid, dtype=dtype)
+
+
+@torch.no_grad()
+def decode_all(model: VQGAN, codes: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Codes (N,h,w) of any integer dtype -> uint8 images (N,3,H,W) on the CPU."""
+    model.eval()
+    device = _model_device(model)
+    out = [to_uint8(model.decode_codes(codes[i:i + batch_size].to(device).long())).cpu()
+           for i in range(0, len(codes), batch_size)]
+    size = model.resolution
+    return torch.cat(out) if out else torch.empty(0, 3, size, size, dtype=torch.uint8)
+
+
+def reconstruct(model: VQGAN, images: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, reconstructions) of uint8 images through the hard path."""
+    codes = encode_all(model, images, batch_size)
+    return codes, decode_all(model, codes, batch_size)
+
+
+def evaluate_tokenizer(model: VQGAN, images: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+    """Reconstruction quality and codebook health on held-out uint8 images (hard codes).
+
+    psnr pools the error over the set (see image_metrics.psnr); ssim is the mean per image;
+    bits_per_image is the fixed-length grid size, entropy_bits_per_image the size under the
+    codes' marginal distribution.
+    """
+    codes, recon = reconstruct(model, images, batch_size)
+    k, positions = model.n_codes, model.grid * model.grid
+    entropy = metrics.code_entropy_bits(codes, k)
+    return {
+        "psnr": float(metrics.psnr(images, recon)),
+        "ssim": float(metrics.ssim(images, recon).mean()),
+        "codebook_usage": metrics.codebook_usage(codes, k),
+        "codes_used": int((metrics.code_histogram(codes, k) > 0).sum()),
+        "perplexity": 2**entropy,
+        "bits_per_image": metrics.bits_per_image(positions, k),
+        "entropy_bits_per_image": positions * entropy,
+        "n_images": len(images),
+    }
+
+
+def reconstruction_grid(model: VQGAN, images: torch.Tensor, pad: int = 2) -> Image.Image:
+    """A PNG-ready sheet: the uint8 images in the top row, their reconstructions below,
+    separated by ``pad`` white pixels. Size: (n*W + (n+1)*pad) x (2*H + 3*pad)."""
+    _, recon = reconstruct(model, images, len(images) or 1)
+    n, _, h, w = images.shape
+    sheet = np.full((2 * h + 3 * pad, n * w + (n + 1) * pad, 3), 255, dtype=np.uint8)
+    for row, batch in enumerate((images, recon)):
+        for i, image in enumerate(batch):
+            y, x = pad + row * (h + pad), pad + i * (w + pad)
+            sheet[y:y + h, x:x + w] = image.permute(1, 2, 0).numpy()
+    return Image.fromarray(sheet, "RGB")
+
+
+class _Window:
+    """Running means of the logged quantities between two history rows."""
+
+    def __init__(self, n_codes: int) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.seen = torch.zeros(n_codes, dtype=torch.bool)
+
+    def add(self, values: dict[str, torch.Tensor | float], codes: torch.Tensor) -> None:
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.count += 1
+        self.seen[codes.flatten().cpu()] = True
+
+    def row(self, step: int) -> dict[str, float]:
+        row = {"step": step, **{k: v / self.count for k, v in self.sums.items()}}
+        row["usage"] = float(self.seen.float().mean())
+        return row
+
+
+def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_dir: Path,
+                    val_images: torch.Tensor | None = None, *, device: torch.device | None = None,
+                    log_every: int = 25, stop_at: int | None = None, progress: bool = True) -> TrainResult:
+    """Train (or resume, or just reload when finished) the tokenizer on uint8 images (N,3,H,W).
+
+    Checkpoints go to ``work_dir`` every ``checkpoint_every`` steps and at the end; one that
+    was made with other settings or other data is deleted, not resumed. ``val_images`` (the
+    first 256) are scored through the hard path at each checkpoint. ``stop_at`` ends the run
+    after that many steps without saving, as a kill would (for tests).
+    """
+    device = device or resolve_device(params.device)
+    work_dir = Path(work_dir)
+    resolution = train_images.shape[-1]
+    fingerprint = _fingerprint(params, train_images)
+
+    seed_everything(params.seed)
+    model = build_vqgan(params, resolution).to(device)
+    optimizer = make_adamw(model, params.lr, tuple(params.betas), params.weight_decay)
+    ema = EMA(model, params.ema_decay) if params.ema_decay > 0 else None
+    disc = discriminator_for(resolution).to(device) if params.disc_weight > 0 else None
+    disc_opt = make_adamw(disc, params.lr, tuple(params.betas), params.weight_decay) if disc else None
+    perceptual = PerceptualLoss(params.perceptual_weights).to(device) if params.perceptual_weights else None
+
+    result = TrainResult(model, [])
+    step = 0
+    checkpoint = load_latest_checkpoint(work_dir)
+    if checkpoint is not None and checkpoint["fingerprint"] != fingerprint:
+        for stale in list_checkpoints(work_dir):
+            stale.unlink()
+        checkpoint = None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if ema:
+            ema.load_state_dict(checkpoint["ema"])
+        if disc:
+            disc.load_state_dict(checkpoint["disc"])
+            disc_opt.load_state_dict(checkpoint["disc_optimizer"])
+        set_rng_state(checkpoint["rng"])
+        result.history, result.val_history = checkpoint["history"], checkpoint["val_history"]
+        result.seconds, step = checkpoint["seconds"], checkpoint["step"]
+
+    def save() -> None:
+        state = {"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "rng": rng_state(), "history": result.history, "val_history": result.val_history,
+                 "seconds": result.seconds}
+        if ema:
+            state["ema"] = ema.state_dict()
+        if disc:
+            state |= {"disc": disc.state_dict(), "disc_optimizer": disc_opt.state_dict()}
+        save_checkpoint(work_dir, step, state)
+
+    def score_val() -> None:
+        if val_images is not None and len(val_images):
+            codes, recon = reconstruct(model, val_images[:VAL_SUBSET], params.encode_batch_size)
+            result.val_history.append({"step": step, "psnr": float(metrics.psnr(val_images[:VAL_SUBSET], recon)),
+                                       "usage": metrics.codebook_usage(codes, params.n_codes)})
+
+    images = train_images.to(device)
+    window = _Window(params.n_codes)
+    bar = tqdm(total=params.steps, initial=step, desc="tokenizer", unit="step", disable=not progress)
+    started = time.perf_counter()
+    while step < params.steps:
+        if stop_at is not None and step >= stop_at:
+            bar.close()
+            return result
+        model.train()
+        x = to_model_range(images[batch_indices(len(images), params.batch_size, step, params.seed).to(device)])
+        tau = tau_at(step, params.tau_start, params.tau_end, params.tau_steps)
+        lr = lr_at(step, params.lr, params.warmup_steps, params.steps)
+        set_lr(optimizer, lr)
+        gan_on = disc is not None and step >= params.disc_start
+        with autocast(device):
+            out = model(x, tau)
+            recon_loss = (x - out.recon).abs().mean()
+            loss = recon_loss + params.kl_weight * out.kl
+            logged: dict[str, Any] = {"recon": recon_loss.detach(), "kl": out.kl.detach()}
+            if perceptual is not None:
+                p_loss = perceptual(x, out.recon)
+                loss = loss + params.perceptual_weight * p_loss
+                logged["perceptual"] = p_loss.detach()
+            if disc is not None:
+                g_loss = d_loss = torch.zeros((), device=device)
+                if gan_on:
+                    g_loss = hinge_g_loss(disc(out.recon))
+                    nll = recon_loss + (params.perceptual_weight * p_loss if perceptual is not None else 0)
+                    loss = loss + params.disc_weight * adaptive_gan_weight(nll, g_loss, model.last_layer()) * g_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_gradients(model, params.grad_clip)
+        optimizer.step()
+        if gan_on:
+            set_lr(disc_opt, lr)
+            with autocast(device):
+                d_loss = hinge_d_loss(disc(x), disc(out.recon.detach()))
+            disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            clip_gradients(disc, params.grad_clip)
+            disc_opt.step()
+        if disc is not None:
+            logged |= {"g_loss": g_loss.detach(), "d_loss": d_loss.detach()}
+        if ema:
+            ema.update(model)
+        step += 1
+        bar.update(1)
+
+        window.add({"loss": loss.detach(), **logged, "tau": tau, "lr": lr}, out.codes)
+        if step % log_every == 0 or step == params.steps:
+            row = window.row(step)
+            result.history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", tau=f"{tau:.3f}", usage=f"{row['usage']:.2f}")
+            window = _Window(params.n_codes)
+        if step % params.checkpoint_every == 0 or step == params.steps:
+            result.seconds += time.perf_counter() - started
+            score_val()
+            save()
+            started = time.perf_counter()
+    bar.close()
+    if ema:
+        ema.copy_to(model)
+    return TrainResult(model.eval(), result.history, result.val_history, result.seconds)

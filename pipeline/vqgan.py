@@ -1,0 +1,334 @@
+"""Gumbel-softmax VQGAN: the visual tokenizer that turns images into a grid of K codes.
+
+Images inside the model are float in [-1, 1], NCHW. The encoder downsamples by
+f = 2**(len(ch_mult)-1); each grid position gets logits over K codes. Training mixes the
+codebook with a soft Gumbel sample (differentiable, no straight-through); inference takes
+the argmax, so the code grid the diffusion model sees is exactly what the decoder gets.
+Optional extras for sharper reconstructions: a patch-GAN discriminator (hinge loss) and a
+VGG16 perceptual loss whose weights must be a local file (nothing is ever downloaded).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pipeline.atomic import atomic_file
+from pipeline.params import TokenizerParams
+
+
+def tau_at(step: int, tau_start: float, tau_end: float, tau_steps: int) -> float:
+    """Gumbel temperature: exponential (geometric) decay from tau_start to tau_end over tau_steps.
+
+    Geometric decay spends equal training time per factor of temperature, so the
+    high-temperature phase that spreads usage over the codebook is short and most steps
+    run near-hard, where the soft training path and the hard argmax path agree.
+    Held at tau_end after tau_steps.
+    """
+    frac = min(max(step, 0), tau_steps) / tau_steps
+    return tau_start * (tau_end / tau_start) ** frac
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: GN-SiLU-conv twice, 1x1 skip when widths differ."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2, self.conv2 = _norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all positions of a feature map."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = _norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q, k, v)  # (b, hw, c)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+def _level(c_in: int, c_out: int, n_blocks: int, attn: bool) -> tuple[nn.Sequential, int]:
+    layers: list[nn.Module] = []
+    for _ in range(n_blocks):
+        layers.append(ResBlock(c_in, c_out))
+        c_in = c_out
+        if attn:
+            layers.append(AttnBlock(c_out))
+    return nn.Sequential(*layers), c_out
+
+
+def _mid(channels: int, attn: bool) -> nn.Sequential:
+    return nn.Sequential(ResBlock(channels, channels), *( [AttnBlock(channels)] if attn else []),
+                         ResBlock(channels, channels))
+
+
+class Encoder(nn.Module):
+    """Image (B,3,H,W) -> features (B, ch*ch_mult[-1], H/f, W/f)."""
+
+    def __init__(self, ch: int, ch_mult: list[int], num_res_blocks: int, attn_resolutions: list[int],
+                 resolution: int) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, ch, 3, padding=1)
+        layers: list[nn.Module] = []
+        c, res = ch, resolution
+        for i, mult in enumerate(ch_mult):
+            level, c = _level(c, ch * mult, num_res_blocks, res in attn_resolutions)
+            layers.append(level)
+            if i < len(ch_mult) - 1:
+                layers.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+                res //= 2
+        self.down = nn.Sequential(*layers)
+        self.mid = _mid(c, res in attn_resolutions)
+        self.norm_out = _norm(c)
+        self.out_channels = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(self.norm_out(self.mid(self.down(self.conv_in(x)))))
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Decoder(nn.Module):
+    """Code vectors (B, code_dim, h, w) -> image (B, 3, h*f, w*f), mirror of the encoder."""
+
+    def __init__(self, code_dim: int, ch: int, ch_mult: list[int], num_res_blocks: int,
+                 attn_resolutions: list[int], resolution: int) -> None:
+        super().__init__()
+        res = resolution // 2 ** (len(ch_mult) - 1)
+        c = ch * ch_mult[-1]
+        self.conv_in = nn.Conv2d(code_dim, c, 3, padding=1)
+        self.mid = _mid(c, res in attn_resolutions)
+        layers: list[nn.Module] = []
+        for i in reversed(range(len(ch_mult))):
+            level, c = _level(c, ch * ch_mult[i], num_res_blocks, res in attn_resolutions)
+            layers.append(level)
+            if i > 0:
+                layers.append(Upsample(c))
+                res *= 2
+        self.up = nn.Sequential(*layers)
+        self.norm_out = _norm(c)
+        self.conv_out = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(F.silu(self.norm_out(self.up(self.mid(self.conv_in(z))))))
+
+
+class GumbelQuantizer(nn.Module):
+    """Features -> logits over K codes per position -> code vectors from a (K, code_dim) codebook."""
+
+    def __init__(self, in_channels: int, n_codes: int, code_dim: int) -> None:
+        super().__init__()
+        self.n_codes = n_codes
+        self.proj = nn.Conv2d(in_channels, n_codes, 1)
+        self.codebook = nn.Embedding(n_codes, code_dim)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.proj(features)  # (B, K, h, w)
+
+    def soft_one_hot(self, logits: torch.Tensor, tau: float) -> torch.Tensor:
+        """Relaxed one-hot (B, K, h, w): each position sums to 1; approaches the argmax as tau -> 0."""
+        return F.gumbel_softmax(logits, tau=tau, hard=False, dim=1)
+
+    def mix(self, one_hot: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bkhw,kd->bdhw", one_hot, self.codebook.weight)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.codebook(codes).permute(0, 3, 1, 2)  # (B, h, w) -> (B, D, h, w)
+
+    def kl_to_uniform(self, logits: torch.Tensor) -> torch.Tensor:
+        """Mean over positions of KL(softmax(logits) || uniform over K); 0 when uniform."""
+        log_q = F.log_softmax(logits, dim=1)
+        return (log_q.exp() * (log_q + math.log(self.n_codes))).sum(1).mean()
+
+
+@dataclass
+class VQOutput:
+    recon: torch.Tensor  # (B, 3, H, W) in about [-1, 1]
+    kl: torch.Tensor  # scalar KL to the uniform prior (unweighted)
+    codes: torch.Tensor  # (B, h, w) argmax codes, for usage statistics
+
+
+class VQGAN(nn.Module):
+    def __init__(self, n_codes: int, code_dim: int, ch: int, ch_mult: list[int], num_res_blocks: int,
+                 attn_resolutions: list[int], resolution: int) -> None:
+        super().__init__()
+        self.config = dict(n_codes=n_codes, code_dim=code_dim, ch=ch, ch_mult=list(ch_mult),
+                           num_res_blocks=num_res_blocks, attn_resolutions=list(attn_resolutions),
+                           resolution=resolution)
+        factor = 2 ** (len(ch_mult) - 1)
+        if resolution % factor:
+            raise ValueError(f"resolution {resolution} is not divisible by the downsampling factor {factor}")
+        self.n_codes, self.resolution, self.factor = n_codes, resolution, factor
+        self.grid = resolution // factor
+        self.encoder = Encoder(ch, ch_mult, num_res_blocks, attn_resolutions, resolution)
+        self.quantizer = GumbelQuantizer(self.encoder.out_channels, n_codes, code_dim)
+        self.decoder = Decoder(code_dim, ch, ch_mult, num_res_blocks, attn_resolutions, resolution)
+
+    def forward(self, images: torch.Tensor, tau: float) -> VQOutput:
+        """Training path: soft Gumbel mixture of the codebook, so gradients reach the encoder."""
+        logits = self.quantizer.logits(self.encoder(images))
+        z = self.quantizer.mix(self.quantizer.soft_one_hot(logits, tau))
+        return VQOutput(self.decoder(z), self.quantizer.kl_to_uniform(logits), logits.argmax(1))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> hard codes (B, h, w) long; deterministic (argmax, no noise)."""
+        return self.quantizer.logits(self.encoder(images)).argmax(1)
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, h, w) -> images in about [-1, 1] (clamp before display)."""
+        return self.decoder(self.quantizer.lookup(codes))
+
+    def last_layer(self) -> torch.Tensor:
+        return self.decoder.conv_out.weight
+
+
+def build_vqgan(params: TokenizerParams, resolution: int) -> VQGAN:
+    return VQGAN(params.n_codes, params.code_dim, params.ch, list(params.ch_mult), params.num_res_blocks,
+                 list(params.attn_resolutions), resolution)
+
+
+def save_vqgan(model: VQGAN, path: str | Path) -> None:
+    """Weights plus the constructor arguments, so loading needs no params.yaml."""
+    with atomic_file(path) as tmp:
+        torch.save({"config": model.config, "state_dict": model.state_dict()}, tmp)
+
+
+def load_vqgan(path: str | Path, device: torch.device | str = "cpu") -> VQGAN:
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    model = VQGAN(**saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval()
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float() / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255], rounded and clamped."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: strided convs to a map of real/fake logits, one per receptive-field patch."""
+
+    def __init__(self, ch: int = 64, n_layers: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, ch, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        c = ch
+        for i in range(1, n_layers):
+            c_next = ch * min(2 ** i, 8)
+            layers += [nn.Conv2d(c, c_next, 4, stride=2, padding=1), _norm(c_next), nn.LeakyReLU(0.2)]
+            c = c_next
+        layers += [nn.Conv2d(c, c, 3, padding=1), _norm(c), nn.LeakyReLU(0.2), nn.Conv2d(c, 1, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+def discriminator_for(resolution: int) -> PatchDiscriminator:
+    """Enough stride-2 layers to leave a 4x4 patch map or more (2 at 32 px, 3 from 64 px)."""
+    return PatchDiscriminator(n_layers=max(1, min(3, int(math.log2(resolution)) - 3)))
+
+
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean())
+
+
+def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return -fake_logits.mean()
+
+
+def adaptive_gan_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
+    """VQGAN's balance: scale the GAN gradient at the decoder's last layer to the size of the
+    reconstruction gradient there, so disc_weight means the same across models and steps."""
+    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    return (rec_grad.norm() / (g_grad.norm() + 1e-4)).clamp(0, 1e4).detach()
+
+
+# VGG16 conv widths ("M" = max-pool), up to relu5_3; layer indices match torchvision's
+# `vgg16().features`, so its state_dict keys ("features.N.weight") load as they are.
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+_VGG_TAPS = (3, 8, 15, 22, 29)  # indices right after relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def vgg16_features() -> nn.Sequential:
+    layers: list[nn.Module] = []
+    c = 3
+    for width in _VGG16:
+        if width == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU()]
+            c = width
+    return nn.Sequential(*layers)
+
+
+class PerceptualLoss(nn.Module):
+    """LPIPS-style distance with equal layer weights: unit-normalised VGG16 features compared
+    at five depths. Frozen; the weights come from a local file holding a torchvision VGG16
+    state_dict (the "features.*" entries are used). Nothing is downloaded."""
+
+    def __init__(self, weights_path: str | Path) -> None:
+        super().__init__()
+        path = Path(weights_path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"perceptual_weights: {path} not found; give a local torchvision VGG16 state_dict file "
+                "or set perceptual_weights: null (weights are never downloaded)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.features = vgg16_features()
+        self.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
+                                       if k.startswith("features.")})
+        self.requires_grad_(False).eval()
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True) -> PerceptualLoss:
+        return super().train(False)  # always frozen
+
+    def _taps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        h, taps = ((images + 1) / 2 - self.mean) / self.std, []
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in _VGG_TAPS:
+                taps.append(h / (h.norm(dim=1, keepdim=True) + 1e-10))
+        return taps
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return sum((fa - fb).pow(2).sum(1).mean() for fa, fb in zip(self._taps(a), self._taps(b)))

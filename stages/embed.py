@@ -1,0 +1,29 @@
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cache import cache_ingest_shards
+from pipeline.embed import load_encoder, write_prompt_embeddings
+from pipeline.params import load_params
+from pipeline.prompts import load_prompts
+from stages.common import ParamsOption, user_errors
+
+
+@user_errors
+def main(
+    params: ParamsOption = Path("params.yaml"),
+    ingest: Annotated[Path, typer.Option(help="Ingest shards.")] = Path("data/ingest"),
+    clip_dir: Annotated[Path, typer.Option("--clip", help="The clip stage's output.")] = Path("models/clip"),
+    out: Annotated[Path, typer.Option(help="CLIP image embedding of every image.")] = Path("data/embeddings"),
+    prompts_out: Annotated[Path, typer.Option("--prompts-out", help="Prompt text embeddings.")] = Path(
+        "data/prompt_embeddings.parquet"),
+) -> None:
+    """Cache CLIP image embeddings of every image and text embeddings of the prompts."""
+    settings = load_params(params)
+    encoder = load_encoder(settings.clip, clip_dir)
+    metadata = {"model": encoder.model_name, "checkpoint": encoder.checkpoint_id}
+    rows = cache_ingest_shards(ingest, out, "embedding", encoder.embed_images, metadata, desc="embed")
+    prompts = load_prompts(settings.embed.prompts, settings.embed.prompt_prefix)
+    write_prompt_embeddings(prompts_out, prompts, encoder.embed_texts(prompts["prompt"].tolist()), metadata)
+    typer.echo(f"embed: {rows} images and {len(prompts)} prompts with {encoder.model_name}")

@@ -1,0 +1,53 @@
+import csv
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.atomic import atomic_file, write_json
+from pipeline.cache import cache_ingest_shards
+from pipeline.clip import sha256_file
+from pipeline.dataset import load_images
+from pipeline.params import load_params
+from pipeline.tokenizer_train import encode_all, evaluate_tokenizer, reconstruction_grid, train_tokenizer
+from pipeline.vqgan import save_vqgan
+from stages.common import ParamsOption, user_errors
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@user_errors
+def main(
+    params: ParamsOption = Path("params.yaml"),
+    ingest: Annotated[Path, typer.Option(help="Ingest shards.")] = Path("data/ingest"),
+    out: Annotated[Path, typer.Option(help="The trained tokenizer.")] = Path("models/tokenizer.pt"),
+    tokens: Annotated[Path, typer.Option(help="Code grid of every image (Parquet cache).")] = Path("data/tokens"),
+    work: Annotated[Path, typer.Option(help="Checkpoints for resuming a killed run.")] = Path("checkpoints/tokenizer"),
+    report: Annotated[Path, typer.Option(help="Validation figures (DVC metrics).")] = Path("reports/tokenizer.json"),
+    curves: Annotated[Path, typer.Option(help="Training losses (DVC plots).")] = Path("reports/tokenizer_curves.csv"),
+    grid: Annotated[Path, typer.Option(help="Originals over reconstructions.")] = Path("reports/tokenizer_recon.png"),
+) -> None:
+    """Train the Gumbel-softmax VQGAN tokenizer and cache every image's code grid."""
+    settings = load_params(params).tokenizer
+    _, train_images = load_images(ingest, "train")
+    _, val_images = load_images(ingest, "val")
+    result = train_tokenizer(settings, train_images, work, val_images)
+    model = result.model
+    save_vqgan(model, out)
+    figures = evaluate_tokenizer(model, val_images, settings.encode_batch_size)
+    write_json(report, {**{k: round(v, 5) if isinstance(v, float) else v for k, v in figures.items()},
+                        "n_codes": settings.n_codes, "grid": model.grid, "train_images": len(train_images),
+                        "steps": settings.steps, "wall_seconds": round(result.seconds, 1)})
+    write_rows(curves, result.history)
+    with atomic_file(grid) as tmp:
+        reconstruction_grid(model, val_images[:16]).save(tmp, format="PNG")
+    metadata = {"n_codes": settings.n_codes, "grid_h": model.grid, "grid_w": model.grid, "checkpoint": sha256_file(out)}
+    cache_ingest_shards(ingest, tokens, "codes",
+                        lambda images: encode_all(model, images, settings.encode_batch_size).flatten(1).numpy(),
+                        metadata, desc="tokens")
+    typer.echo(f"tokenizer: val PSNR {figures['psnr']:.2f} dB, codebook usage {figures['codebook_usage']:.2f}")
