@@ -68,3 +68,16 @@ def contact_sheet(images: np.ndarray, labels: list[str], cell: int = 64, label_w
             tile = Image.fromarray(images[r, c]).resize((cell, cell), Image.Resampling.NEAREST)
             sheet.paste(tile, (label_width + c * cell, r * cell))
     return sheet
+
+
+def settings_from(params, steps: int | None) -> SamplingSettings:
+    """Sampling settings from the ``sample:`` params, with the number of steps given."""
+    return SamplingSettings(steps, params.guidance, params.truncation, params.purity, params.purity_sharpen)
+
+
+def rank_by_cosine(cosine: np.ndarray) -> np.ndarray:
+    """(P, N) cosines -> rank of each sample within its prompt (0 = best)."""
+    order = np.argsort(-cosine, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(cosine.shape[1])[None].repeat(len(cosine), 0), axis=1)
+    return ranks

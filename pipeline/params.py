@@ -149,6 +149,31 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class SampleParams:
+    """Reverse diffusion from the prompts' CLIP text embeddings."""
+    seed: int = rule(ge=0)
+    samples_per_prompt: int = rule(ge=1)
+    steps: int | None = rule(ge=1, help="reverse steps (skip-step posterior); null = all T")
+    guidance: float = rule(ge=0, help="classifier-free guidance scale; 1 = none")
+    truncation: float = rule(gt=0, le=1, help="keep the top codes up to this cumulative probability")
+    purity: bool = rule()
+    purity_sharpen: float = rule(ge=0)
+    full_steps_prompts: int = rule(ge=0, help="prompts also sampled with all T steps, to compare")
+    rerank: bool = rule(help="order each prompt's samples by CLIP cosine (best first)")
+    device: Device = rule()
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Frechet distance, CLIPScore and the CLIP-free text-alignment check."""
+    reference_images: int = rule(ge=2, help="held-out real images for the Frechet distance")
+    inception_weights: str | None = rule(help="local Inception file -> FID; null -> Frechet in CLIP space")
+    checker_images: int = rule(ge=1)
+    checker_seed: int = rule(ge=0)
+    batch_size: int = rule(ge=1)
+
+
+@dataclass(frozen=True)
 class Params:
     shapes: ShapesParams
     ingest: IngestParams
@@ -156,6 +181,8 @@ class Params:
     clip: ClipParams
     embed: EmbedParams
     train: TrainParams
+    sample: SampleParams
+    evaluate: EvaluateParams
 
 
 def _type_name(tp: Any) -> str:

@@ -2,7 +2,7 @@
 
 import typer
 
-from stages import clip, embed, ingest, shapes, tokenizer, train
+from stages import clip, embed, evaluate, generate, ingest, sample, shapes, tokenizer, train
 
 app = typer.Typer(
     help="Language-free text-to-image training: each command is one DVC stage (see dvc.yaml).",
@@ -16,3 +16,6 @@ app.command("tokenizer")(tokenizer.main)
 app.command("clip")(clip.main)
 app.command("embed")(embed.main)
 app.command("train")(train.main)
+app.command("sample")(sample.main)
+app.command("evaluate")(evaluate.main)
+app.command("generate")(generate.main)

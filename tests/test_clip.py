@@ -27,6 +27,15 @@ def world(n: int, resolution: int = 32, start: int = 0):
     return [im for _, im in examples], [caption(s) for s, _ in examples], [asdict(s) for s, _ in examples]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny batches gain nothing from threads, and two spinning threads crawl on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def trained():
     images, captions, attributes = world(48)
@@ -91,7 +100,7 @@ def test_embeddings_are_unit_float32_rows(encoder):
 
 def test_pil_and_tensor_images_embed_the_same(encoder):
     images, _, _ = world(4, start=300)
-    tensors = [torch.from_numpy(np.asarray(im)).permute(2, 0, 1) for im in images]
+    tensors = [torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images]
     from_pil = encoder.embed_images(images)
     np.testing.assert_array_equal(encoder.embed_images(tensors), from_pil)
     np.testing.assert_array_equal(encoder.embed_images(torch.stack(tensors)), from_pil)

@@ -22,6 +22,8 @@ MICRO = {
     "train.depth": 1, "train.width": 32, "train.heads": 2, "train.diffusion_steps": 10, "train.steps": 20,
     "train.batch_size": 16, "train.warmup_steps": 2, "train.checkpoint_every": 10, "train.log_every": 5,
     "train.t_min_count": 2,
+    "sample.samples_per_prompt": 2, "sample.steps": 5, "sample.full_steps_prompts": 2,
+    "evaluate.reference_images": 20, "evaluate.checker_images": 50, "evaluate.batch_size": 32,
 }
 
 pytestmark = pytest.mark.slow
@@ -64,7 +66,11 @@ def test_repro_runs_every_stage_then_is_up_to_date(workdir):
     for output in ("models/tokenizer.pt", "models/clip/clip.pt", "models/diffusion.pt", "data/tokens",
                    "data/embeddings", "data/prompt_embeddings.parquet", "reports/tokenizer_recon.png"):
         assert (root / output).exists(), output
-    for report in ("tokenizer", "clip", "train"):
+    metrics = yaml.safe_load((root / "reports/metrics.json").read_text())
+    assert {"frechet", "clipscore", "alignment"} <= set(metrics)
+    assert "fd_clip" in metrics["frechet"]["samples"] and "fid" not in str(metrics["frechet"]).replace("fidelity", "")
+    assert (root / "reports/index.html").stat().st_size > 1000
+    for report in ("tokenizer", "clip", "train", "sample"):
         assert yaml.safe_load((root / f"reports/{report}.json").read_text()), report
     again = sh(["dvc", "repro"], root, env)
     assert stages_run(again) == set()
@@ -83,7 +89,7 @@ def test_a_tokenizer_param_reruns_only_the_tokenizer_and_downstream(workdir):
     root, env = workdir
     sh(["dvc", "repro"], root, env)
     set_param(root, "tokenizer", "lr", 3.0e-4)
-    assert stages_run(sh(["dvc", "repro"], root, env)) == {"tokenizer", "train"}
+    assert stages_run(sh(["dvc", "repro"], root, env)) == {"tokenizer", "train", "sample", "evaluate"}
 
 
 def test_an_ingest_param_leaves_the_shapes_world_alone(workdir):

@@ -1,0 +1,61 @@
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from pipeline.atomic import write_json
+from pipeline.cache import read_vectors
+from pipeline.dataset import decode_pngs, read_table
+from pipeline.embed import load_encoder
+from pipeline.evaluate import clip_score_summary, frechet, load_samples, scrambled_grids, text_alignment
+from pipeline.params import load_params
+from pipeline.report_html import build_report
+from pipeline.shapes import ATTRIBUTES
+from pipeline.tokenizer_train import decode_all
+from pipeline.vqgan import load_vqgan
+from stages.common import ParamsOption, user_errors
+from stages.sample import FULL_T
+
+
+@user_errors
+def main(
+    params: ParamsOption = Path("params.yaml"),
+    samples: Annotated[Path, typer.Option(help="The sample stage's output.")] = Path("data/samples"),
+    ingest: Annotated[Path, typer.Option(help="Ingest shards (held-out reference images).")] = Path("data/ingest"),
+    tokens: Annotated[Path, typer.Option(help="Token-grid cache (for the scrambled baseline).")] = Path("data/tokens"),
+    tokenizer: Annotated[Path, typer.Option(help="The trained tokenizer.")] = Path("models/tokenizer.pt"),
+    clip_dir: Annotated[Path, typer.Option("--clip", help="The clip stage's output.")] = Path("models/clip"),
+    metrics_out: Annotated[Path, typer.Option("--metrics", help="DVC metrics.")] = Path("reports/metrics.json"),
+    html: Annotated[Path, typer.Option(help="Self-contained HTML report.")] = Path("reports/index.html"),
+) -> None:
+    """Score the samples: Frechet distance, CLIPScore, text alignment; write the HTML report."""
+    settings = load_params(params)
+    evaluate = settings.evaluate
+    encoder = load_encoder(settings.clip, clip_dir)
+    index, images = load_samples(samples)
+    reference_table = read_table(ingest, None, "val").slice(0, evaluate.reference_images)
+    reference = decode_pngs(reference_table["image"].to_pylist())
+    vqgan = load_vqgan(tokenizer)
+    val_codes = torch.from_numpy(read_vectors(tokens, "codes", "val").vectors.astype("int64"))
+    val_codes = val_codes[: len(images)].view(-1, vqgan.grid, vqgan.grid)
+    scrambled = decode_all(vqgan, scrambled_grids(val_codes, seed=0), 256)
+
+    metrics = {
+        "frechet": {"samples": frechet(images, reference, encoder.embed_images, evaluate.inception_weights,
+                                       evaluate.batch_size),
+                    "scrambled_token_baseline": frechet(scrambled, reference, encoder.embed_images,
+                                                        evaluate.inception_weights, evaluate.batch_size)},
+        "clipscore": clip_score_summary(index),
+    }
+    if set(ATTRIBUTES) <= set(index.columns) and set(ATTRIBUTES) <= set(reference_table.column_names):
+        full = load_samples(samples / FULL_T) if (samples / FULL_T / "index.parquet").exists() else None
+        real_labels = read_table(ingest, list(ATTRIBUTES), "train").to_pandas()
+        metrics["alignment"] = text_alignment(index, images, full, real_labels, evaluate.checker_images,
+                                              evaluate.checker_seed)
+    write_json(metrics_out, metrics)
+    reports = metrics_out.parent
+    build_report(html, metrics, {"evaluation prompts": [samples / "contact_sheet.png"]},
+                 reports / "tokenizer_recon.png",
+                 {"tokenizer": reports / "tokenizer_curves.csv", "train": reports / "train_curves.csv"})
+    typer.echo(f"evaluate: wrote {metrics_out} and {html}")

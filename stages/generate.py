@@ -1,0 +1,39 @@
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from pipeline.device import resolve_device
+from pipeline.diffusion_train import load_model
+from pipeline.embed import load_encoder
+from pipeline.generate import generate_images, settings_from
+from pipeline.params import load_params
+from pipeline.tokenizer_train import decode_all
+from pipeline.vqgan import load_vqgan
+from stages.common import ParamsOption, user_errors
+from stages.sample import write_pngs
+
+
+@user_errors
+def main(
+    prompt: Annotated[str, typer.Argument(help="The text to draw, e.g. 'a red circle on the left'.")],
+    n: Annotated[int, typer.Option("-n", help="Images to generate.", min=1)] = 8,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the PNGs.")] = Path("out"),
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    params: ParamsOption = Path("params.yaml"),
+    model_path: Annotated[Path, typer.Option("--model")] = Path("models/diffusion.pt"),
+    tokenizer: Annotated[Path, typer.Option()] = Path("models/tokenizer.pt"),
+    clip_dir: Annotated[Path, typer.Option("--clip")] = Path("models/clip"),
+) -> None:
+    """Generate images for one prompt with the trained model (not a DVC stage)."""
+    settings = load_params(params)
+    device = resolve_device(settings.sample.device)
+    model, schedule, _ = load_model(model_path, device)
+    vqgan = load_vqgan(tokenizer, device)
+    embedding = torch.from_numpy(load_encoder(settings.clip, clip_dir).embed_texts([prompt])).to(device)
+    images, _ = generate_images(model, schedule, lambda codes: decode_all(vqgan, codes, 256), embedding, n,
+                                settings_from(settings.sample, settings.sample.steps), seed)
+    out.mkdir(parents=True, exist_ok=True)
+    names = write_pngs(out, images)
+    typer.echo(f"wrote {len(names)} images for {prompt!r} to {out}/")
