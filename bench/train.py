@@ -1,7 +1,7 @@
 """Diffusion training throughput and model FLOPs utilisation (MFU) against a measured fp32
 matmul peak, for the default config and a paper-sized one (24 layers, width 512, 16x16).
 
-Usage: python bench/train.py [--steps 5] [--paper-batch 4]
+Usage: python bench/train.py [--steps 5] [--paper-batch 4] [--threads N]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.device import resolve_device
+from pipeline.device import autocast, resolve_device
 from pipeline.diffusion import Schedule, TimestepSampler, training_loss
 from pipeline.params import load_params
 from pipeline.pseudo_text import pseudo_text
@@ -21,16 +21,19 @@ from pipeline.transformer import Transformer, TransformerConfig, flops_per_step
 
 
 def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of the fastest of ``repeats`` fp32 matmuls (the best case, robust to a busy machine)."""
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    best = float("inf")
     for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
         a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
 
 
 def bench(cfg: TransformerConfig, batch: int, steps: int, device: torch.device) -> tuple[float, float]:
@@ -43,7 +46,8 @@ def bench(cfg: TransformerConfig, batch: int, steps: int, device: torch.device) 
 
     def step() -> None:
         cond, drop = pseudo_text(clip, "clipvq", 0.5, 0.1)
-        loss = training_loss(model, codes, cond, drop, schedule, sampler, 5e-4).loss
+        with autocast(device):
+            loss = training_loss(model, codes, cond, drop, schedule, sampler, 5e-4).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -64,22 +68,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--paper-batch", type=int, default=4)
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args()
-    train = load_params(Path(__file__).resolve().parents[1] / "params.yaml").train
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    train = params.train
+    k, grid = params.tokenizer.n_codes, params.ingest.resolution // 2 ** (len(params.tokenizer.ch_mult) - 1)
     device = resolve_device(train.device)
     peak = matmul_peak(device)
-    default = TransformerConfig(n_codes=512, grid_h=8, grid_w=8, steps=train.diffusion_steps, clip_dim=256,
+    default = TransformerConfig(n_codes=k, grid_h=grid, grid_w=grid, steps=train.diffusion_steps, clip_dim=256,
                                 depth=train.depth, width=train.width, heads=train.heads, mlp_ratio=train.mlp_ratio,
                                 mlp=train.mlp)
     paper = TransformerConfig(n_codes=4096, grid_h=16, grid_w=16, steps=100, clip_dim=512, depth=24, width=512,
                               heads=16, mlp="conv")
-    print(f"\ndevice: {device} ({torch.get_num_threads()} threads), fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
-    print(f"{'config':<28} {'params':>8} {'batch':>6} {'images/s':>9} {'GFLOP/s':>8} {'MFU':>6}")
-    for name, cfg, batch in (("default (8x8, K=512)", default, train.batch_size),
+    print(f"device: {device} ({torch.get_num_threads()} CPU threads), torch {torch.__version__}, "
+          f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s\n")
+    print(f"Training steps (forward, backward, AdamW), {args.steps} timed after one warm-up:\n")
+    print("| config | params | batch | images/s | GFLOP/s | MFU |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, cfg, batch in ((f"default ({grid}x{grid}, K={k})", default, train.batch_size),
                              ("paper (24x512, 16x16, conv)", paper, args.paper_batch)):
         rate, flops = bench(cfg, batch, args.steps, device)
         params = Transformer(cfg).num_params()
-        print(f"{name:<28} {params / 1e6:>7.1f}M {batch:>6} {rate:>9.1f} {flops / 1e9:>8.1f} {flops / peak:>6.1%}")
+        print(f"| {name} | {params / 1e6:.1f}M | {batch} | {rate:.3g} | {flops / 1e9:.1f} | {flops / peak:.1%} |")
 
 
 if __name__ == "__main__":

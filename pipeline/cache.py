@@ -52,14 +52,24 @@ def write_table(path: Path, table: pa.Table) -> None:
 
 
 def read_vectors(folder: str | Path, column: str, split: str | None = None) -> VectorCache:
-    """Every shard of ``folder`` (or one file) as ids, splits and an (N, D) array."""
+    """Every shard of ``folder`` (or one file) as ids, splits and an (N, D) array.
+
+    A folder whose shards disagree on their metadata (written by different runs) or that
+    lacks some of the parts its shards count (a sharded run not finished) is refused.
+    """
     folder = Path(folder)
     shards = [folder] if folder.is_file() else sorted(folder.glob("part-*.parquet"))
     if not shards:
         raise UserError(f"{folder}: no cache shards; run the stage that writes it (`dvc repro`)")
     tables = [pq.read_table(s, memory_map=True) for s in shards]
-    metadata = {k.decode()[4:]: v.decode() for k, v in (tables[0].schema.metadata or {}).items()
-                if k.startswith(b"t2i.")}
+    metadata = _metadata(tables[0])
+    odd = next((s for s, t in zip(shards, tables) if _metadata(t) != metadata), None)
+    if odd is not None:
+        raise UserError(f"{folder}: {odd.name} was written by another run than {shards[0].name}; "
+                        "rerun the stage that writes the cache")
+    if folder.is_dir() and "parts" in metadata and int(metadata["parts"]) != len(shards):
+        raise UserError(f"{folder}: {len(shards)} of its {metadata['parts']} parts are there; "
+                        "a sharded run has not finished (or one of its workers failed)")
     table = pa.concat_tables(tables)
     if split is not None:
         table = table.filter(pc.equal(table["split"], split))
@@ -74,21 +84,48 @@ def read_vectors(folder: str | Path, column: str, split: str | None = None) -> V
     )
 
 
-def cache_ingest_shards(ingest_dir: str | Path, out_dir: str | Path, column: str,
-                        compute: Callable[[torch.Tensor], np.ndarray], metadata: dict[str, str], desc: str) -> int:
-    """One cache shard per ingest shard: ``compute`` maps uint8 images (B,3,H,W) to (B, D).
+def _metadata(table: pa.Table) -> dict[str, str]:
+    return {k.decode()[4:]: v.decode() for k, v in (table.schema.metadata or {}).items() if k.startswith(b"t2i.")}
 
-    The folder is written atomically, so a killed run leaves no shard a rerun would trust.
+
+def cache_ingest_shards(ingest_dir: str | Path, out_dir: str | Path, column: str,
+                        compute: Callable[[torch.Tensor], np.ndarray], metadata: dict[str, str], desc: str,
+                        shard: tuple[int, int] = (0, 1)) -> int:
+    """One cache part per ingest shard: ``compute`` maps uint8 images (B,3,H,W) to (B, D).
+    Returns the number of rows written.
+
+    Alone (``shard`` (0, 1)) the folder is written atomically, so a killed run leaves no part
+    a rerun would trust. As worker i of N (``shard`` (i, N), e.g. one process per GPU) it
+    writes the parts of ingest shards i, i+N, ... into the folder, each file atomically, and
+    worker 0 removes parts beyond the ingest's count: N workers into one folder write exactly
+    the files one run writes. Every part records how many parts the cache has, so
+    read_vectors refuses a folder a worker has not finished.
     """
     shards = sorted(Path(ingest_dir).glob("part-*.parquet"))
     if not shards:
         raise UserError(f"{ingest_dir}: no ingest shards (part-*.parquet); run `t2i ingest` first")
-    rows = 0
-    with atomic_dir(out_dir) as tmp:
-        for index, shard in enumerate(tqdm(shards, desc=desc, unit="shard")):
-            table = pq.read_table(shard, columns=["id", "split", "image"], memory_map=True)
+    worker, workers = shard
+    if not 0 <= worker < workers:
+        raise ValueError(f"shard {worker}/{workers}: need 0 <= i < N")
+    metadata = {**metadata, "parts": len(shards)}
+    names = [SHARD_PATTERN.format(i) for i in range(len(shards))]
+
+    def write(folder: Path) -> int:
+        rows = 0
+        for name, source in tqdm(list(zip(names, shards))[worker::workers], desc=desc, unit="shard"):
+            table = pq.read_table(source, columns=["id", "split", "image"], memory_map=True)
             vectors = compute(decode_pngs(table["image"].to_pylist()))
-            write_table(tmp / SHARD_PATTERN.format(index),
+            write_table(folder / name,
                         vectors_table(table["id"].to_pylist(), table["split"].to_pylist(), vectors, column, metadata))
             rows += table.num_rows
-    return rows
+        return rows
+
+    if workers == 1:
+        with atomic_dir(out_dir) as tmp:
+            return write(tmp)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if worker == 0:
+        for stale in set(out_dir.glob("part-*.parquet")) - {out_dir / name for name in names}:
+            stale.unlink()
+    return write(out_dir)

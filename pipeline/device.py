@@ -1,24 +1,32 @@
 """Device choice and mixed precision: fp32 on CPU (bf16 is ~300x slower on this kind of
-CPU), bf16 autocast on CUDA."""
+CPU), bf16 autocast on CUDA unless a stage asks for fp32."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+from typing import Literal
 
 import torch
 
+Precision = Literal["bf16", "fp32"]
+
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without it is an error, not a fallback."""
+    """'auto' picks CUDA when present; asking for CUDA without it is an error, not a fallback.
+
+    Under torchrun each process takes the GPU numbered by its LOCAL_RANK."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device; set device: auto or cpu")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(name)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, a no-op elsewhere."""
-    if device.type == "cuda":
+def autocast(device: torch.device, precision: Precision = "bf16") -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (unless precision is fp32), a no-op elsewhere."""
+    if device.type == "cuda" and precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.device import autocast
-
 LOG_ZERO = -70.0
 _TINY = 1e-30  # floor inside log() for schedule values that are 0: log(1e-30) = -69.1
 
@@ -44,9 +42,16 @@ def rand(shape: tuple[int, ...], device: torch.device, generator: torch.Generato
 
 
 def sample_categorical(log_p: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Gumbel-max sample over the last dim; log_p need not be normalised."""
-    u = rand(tuple(log_p.shape), log_p.device, generator).clamp(_TINY, 1.0 - 1e-7)
-    return (log_p - torch.log(-torch.log(u))).argmax(-1)
+    """Inverse-CDF sample over the last dim; log_p need not be normalised.
+
+    One uniform per row against the running sum of the probabilities: two passes over the
+    classes and no per-class noise or logarithms, about a third of what Gumbel-max costs at
+    K = 4096. The CPU accumulates the sum in float64; classes below ~1e-7 of their row (the
+    float32 resolution) are never drawn, the same floor float32 Gumbel noise has.
+    """
+    cdf = (log_p - log_p.amax(-1, keepdim=True)).exp_().cumsum_(-1)
+    u = 1.0 - rand((*log_p.shape[:-1], 1), log_p.device, generator)  # in (0, 1], so an empty class is never hit
+    return torch.searchsorted(cdf, u * cdf[..., -1:]).squeeze(-1)
 
 
 class Schedule:
@@ -127,35 +132,40 @@ def log_posterior(log_x0: Tensor, x_t: Tensor, t: Tensor, s: Tensor, schedule: S
     With a one-hot p(x0) this is the true posterior; with the network's p_theta(x0 | x_t) it is
     the x0-parametrised reverse step; s = t-1 is one step, s < t-1 skips steps.
     By Bayes q(x_s|x_t,x0) = q(x_t|x_s) q(x_s|x0) / q(x_t|x0), so the sum is
-    q(x_t|x_s) * [Qbar_s applied to v], with v(x0) = p(x0) / q(x_t|x0); v is normalised in log
-    space (and the normaliser added back) to keep the numbers in range.
+    q(x_t|x_s) * [Qbar_s applied to v], with v(x0) = p(x0) / q(x_t|x0). Every factor depends
+    on the class only through "is it x_t's code or not", so each is a per-position constant
+    plus a fix added at that one code (scatter_add), never a (B, N, K) one-hot: with
+    Z = sum_j v_j, entry i < K is q(x_t|x_s=i) * (abar_s v_i + bbar_s Z), computed in log space
+    as logaddexp(log v_i + log abar_s + log q(x_t|i), log bbar_s + log Z + log q(x_t|i)).
+    That is a few element-wise passes over (B, N, K), which is what a reverse step costs at
+    K = 4096 (bench/sampler.py).
     log_x0: (B, N, K) log-probabilities; x_t: (B, N) in 0..K; t, s: (B,) long with 0 <= s < t.
     """
     K = schedule.n_codes
     if log_x0.dtype in (torch.float16, torch.bfloat16):
         log_x0 = log_x0.float()
     masked = (x_t == K)[..., None]
-    code_t = F.one_hot(x_t.clamp(max=K - 1), K).bool() & ~masked
+    code = x_t.clamp(max=K - 1)[..., None]  # x_t's code (any index where masked: its fixes are no-ops)
 
-    # log q(x_t | x0 = j) as a function of j over the K codes
+    def pick(on_code: Tensor, otherwise: Tensor, when_masked: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-position log factor for classes other than x_t's code, and for x_t's code."""
+        return torch.where(masked, when_masked, otherwise), torch.where(masked, when_masked, on_code)
+
+    # log q(x_t | x0 = j): bbar_t off x_t's code, abar_t + bbar_t on it, gbar_t everywhere if x_t is [MASK]
     at, gt, bt = (_col(v[t.cpu()], log_x0) for v in (schedule.abar, schedule.gbar, schedule.bbar))
-    log_qt = torch.where(masked, gt, torch.where(code_t, torch.logaddexp(at, bt), bt))
-    log_v = log_x0 - log_qt
-    log_norm = torch.logsumexp(log_v, -1, keepdim=True)
-    log_v = log_v - log_norm
+    qt, qt_code = pick(torch.logaddexp(at, bt), bt, gt)
+    log_v = (log_x0 - qt).scatter_add_(-1, code, qt - qt_code)
+    log_z = torch.logsumexp(log_v, -1, keepdim=True)
 
-    # q(x_s | v) = Qbar_s applied to the normalised v (which has no [MASK] mass)
-    a_s, g_s, b_s = (_col(v[s.cpu()], log_x0) for v in (schedule.abar, schedule.gbar, schedule.bbar))
-    log_qs = torch.cat([torch.logaddexp(log_v + a_s, b_s.expand_as(log_v)), g_s.expand(*x_t.shape, 1)], -1)
-
-    # log q(x_t | x_s = i) as a function of i over K+1 values, for the jump s -> t
+    # log q(x_t | x_s = i) for the jump s -> t, and Qbar_s's factors
     a, g, b = (_col(v, log_x0) for v in schedule.transition(s, t))
-    zero = torch.full_like(g, LOG_ZERO)
-    codes = torch.where(masked, g, torch.where(code_t, torch.logaddexp(a, b), b))
-    last = torch.where(masked, torch.zeros_like(g), zero).expand(*x_t.shape, 1)
-    log_step = torch.cat([codes, last], -1)
-
-    return (log_step + log_qs + log_norm).clamp(LOG_ZERO, 0.0)
+    step, step_code = pick(torch.logaddexp(a, b), b, g)
+    a_s, g_s, b_s = (_col(v[s.cpu()], log_x0) for v in (schedule.abar, schedule.gbar, schedule.bbar))
+    codes = torch.logaddexp(log_v + (a_s + step), b_s + log_z + step)
+    codes.scatter_add_(-1, code, step_code - step)
+    # x_s = [MASK] needs x_t = [MASK] (q(x_t | x_s = [MASK]) is one-hot on [MASK])
+    last = torch.where(masked, 0.0, LOG_ZERO) + g_s + log_z
+    return torch.cat([codes, last], -1).clamp_(LOG_ZERO, 0.0)
 
 
 def log_onehot(x: Tensor, n_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -267,19 +277,26 @@ class TimestepSampler:
 Denoiser = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
+def denoising_loss(model: Denoiser, x0: Tensor, x_t: Tensor, t: Tensor, pt: Tensor, cond: Tensor, drop: Tensor,
+                   schedule: Schedule, aux_weight: float) -> Losses:
+    """Predict x0 from a noised batch and score it (see diffusion_loss); autocast is the caller's.
+
+    x0, x_t: (B, N) codes; t, pt: (B,); cond: (B, D); drop: (B,) bool (use the null
+    embedding). model(x_t, t, cond, drop) -> logits (B, N, K).
+    """
+    return diffusion_loss(model(x_t, t, cond, drop), x0, x_t, t, pt, schedule, aux_weight)
+
+
 def training_loss(model: Denoiser, x0: Tensor, cond: Tensor, drop: Tensor, schedule: Schedule,
                   t_sampler: TimestepSampler, aux_weight: float,
                   generator: torch.Generator | None = None) -> Losses:
-    """One training batch: draw t, noise x0 to x_t, predict, score, and record L_t.
+    """One single-process training batch: draw t, noise x0 to x_t, predict, score, and record L_t.
 
-    x0: (B, h, w) or (B, N) codes; cond: (B, D) conditioning; drop: (B,) bool (use the null
-    embedding). model(x_t, t, cond, drop) -> logits (B, N, K).
+    x0: (B, h, w) or (B, N) codes; the rest as in denoising_loss.
     """
     x0 = x0.flatten(1)
     t, pt = t_sampler.sample(x0.shape[0], x0.device, generator)
     x_t = q_sample(x0, t, schedule, generator)
-    with autocast(x0.device):
-        logits = model(x_t, t, cond, drop)
-    out = diffusion_loss(logits, x0, x_t, t, pt, schedule, aux_weight)
+    out = denoising_loss(model, x0, x_t, t, pt, cond, drop, schedule, aux_weight)
     t_sampler.update(t, out.vb)
     return out

@@ -22,15 +22,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.atomic import atomic_file
 from pipeline.cache import read_vectors
-from pipeline.device import resolve_device
-from pipeline.diffusion import Schedule, TimestepSampler, training_loss
+from pipeline.device import autocast, resolve_device
+from pipeline.diffusion import Schedule, TimestepSampler, denoising_loss, q_sample
 from pipeline.errors import UserError
 from pipeline.params import TrainParams
 from pipeline.pseudo_text import pseudo_text
-from pipeline.training import (EMA, batch_indices, clip_gradients, load_latest_checkpoint, lr_at, make_adamw,
-                               rng_state, save_checkpoint, seed_everything, set_lr, set_rng_state)
+from pipeline.training import (EMA, Prefetcher, batch_indices, clip_gradients, load_latest_checkpoint, lr_at,
+                               make_adamw, save_checkpoint, seed_everything, set_lr, step_generator)
 from pipeline.transformer import Transformer, TransformerConfig
 
 HISTORY_COLUMNS = ("step", "loss", "vlb", "aux", "lr", "steps_per_s")
@@ -75,9 +76,10 @@ def schedule_for(params: TrainParams, n_codes: int) -> Schedule:
 
 
 def fingerprint(params: TrainParams, data: TrainingData) -> str:
-    """What a checkpoint must match to be resumed: the settings and the cached inputs."""
-    blob = json.dumps({"params": dataclasses.asdict(params), "sources": data.sources,
-                       "n": len(data.codes)}, sort_keys=True)
+    """What a checkpoint must match to be resumed: the settings and the cached inputs
+    (not the speed-only ``compile``, nor the number of processes)."""
+    settings = {k: v for k, v in dataclasses.asdict(params).items() if k != "compile"}
+    blob = json.dumps({"params": settings, "sources": data.sources, "n": len(data.codes)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -92,7 +94,12 @@ class TrainResult:
 
 
 def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> TrainResult:
-    """Train for ``params.steps``, checkpointing into ``work_dir`` and resuming from it."""
+    """Train for ``params.steps``, checkpointing into ``work_dir`` and resuming from it.
+
+    Under torchrun every process calls this with the same arguments: all of them draw the
+    noise of the whole global batch, each runs the network on its share, and rank 0 writes
+    the checkpoints (pipeline/distributed.py).
+    """
     device = resolve_device(params.device)
     seed_everything(params.seed)
     config = model_config(params, data)
@@ -101,13 +108,16 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> 
     optimizer = make_adamw(model, params.lr, tuple(params.betas), params.weight_decay)
     ema = EMA(model, params.ema_decay) if params.ema_decay > 0 else None
     t_sampler = TimestepSampler(params.diffusion_steps, params.t_min_count, params.t_history_decay)
-    codes, embeddings = data.codes.to(device), data.embeddings.to(device)
 
     key = fingerprint(params, data)
     state = load_latest_checkpoint(work_dir)
+    distributed.check_same(state["step"] if state else -1,
+                           f"{work_dir}: the newest checkpoint (put it on a filesystem every node sees)")
     if state is not None and state.get("fingerprint") != key:
-        tqdm.write(f"train: {work_dir} holds checkpoints of other settings or data; starting afresh", file=sys.stderr)
-        shutil.rmtree(work_dir)
+        if distributed.is_main():
+            tqdm.write(f"train: {work_dir} holds checkpoints of other settings or data; starting afresh",
+                       file=sys.stderr)
+            shutil.rmtree(work_dir)
         state = None
     start, history, seconds = 0, [], 0.0
     if state is not None:
@@ -116,39 +126,56 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> 
         if ema is not None:
             ema.load_state_dict(state["ema"])
         t_sampler.load_state_dict(state["t_sampler"])
-        set_rng_state(state["rng"])
         start, history, seconds = state["step"], state["history"], state["seconds"]
-        tqdm.write(f"train: resuming from step {start}", file=sys.stderr)
+        if distributed.is_main():
+            tqdm.write(f"train: resuming from step {start}", file=sys.stderr)
+    net = distributed.wrap(model)
+    net = torch.compile(net) if device.type == "cuda" and params.compile else net
 
+    # every rank loads the whole global batch of codes and embeddings (small), draws its noise,
+    # and runs the network on its own rows of it
+    mine = distributed.rows(params.batch_size)
+    loader = Prefetcher([data.codes, data.embeddings],
+                        lambda step: batch_indices(len(data.codes), params.batch_size, step, params.seed), device)
     model.train()
-    progress = tqdm(range(start, params.steps), initial=start, total=params.steps, desc="train", unit="step")
+    progress = tqdm(range(start, params.steps), initial=start, total=params.steps, desc="train", unit="step",
+                    disable=not distributed.is_main())
     tick, tick_step = time.perf_counter(), start
     for step in progress:
-        batch = batch_indices(len(codes), params.batch_size, step, params.seed).to(device)
-        cond, drop = pseudo_text(embeddings[batch], params.pseudo_text, params.pseudo_scale, params.cond_drop)
+        codes, embeddings = loader.get(step)
+        generator = step_generator(params.seed, step, device)
+        cond, drop = pseudo_text(embeddings, params.pseudo_text, params.pseudo_scale, params.cond_drop, generator)
+        x0 = codes.flatten(1)
+        t, pt = t_sampler.sample(len(x0), device, generator)
+        x_t = q_sample(x0, t, schedule, generator)
         set_lr(optimizer, lr_at(step, params.lr, params.warmup_steps, params.steps))
-        losses = training_loss(model, codes[batch], cond, drop, schedule, t_sampler, params.aux_weight)
+        with autocast(device, params.precision):
+            losses = denoising_loss(net, x0[mine], x_t[mine], t[mine], pt[mine], cond[mine], drop[mine], schedule,
+                                    params.aux_weight)
         optimizer.zero_grad(set_to_none=True)
         losses.loss.backward()
         clip_gradients(model, params.grad_clip)
         optimizer.step()
+        loader.start(step + 1)
+        vb = distributed.gather(losses.vb)  # the global batch's L_t, so every rank keeps the same history
+        t_sampler.update(t, vb)
         if ema is not None:
             ema.update(model)
         done = step + 1
         if done % params.log_every == 0 or done == params.steps:
             now = time.perf_counter()
             seconds += now - tick
-            row = {"step": done, "loss": losses.loss.item(), "vlb": losses.vb.mean().item(),
-                   "aux": losses.aux.mean().item(), "lr": optimizer.param_groups[0]["lr"],
-                   "steps_per_s": (done - tick_step) / max(now - tick, 1e-9)}
+            loss, aux = distributed.mean(torch.stack([losses.loss.detach(), losses.aux.detach().mean()])).tolist()
+            row = {"step": done, "loss": loss, "vlb": vb.mean().item(), "aux": aux,
+                   "lr": optimizer.param_groups[0]["lr"], "steps_per_s": (done - tick_step) / max(now - tick, 1e-9)}
             history.append(row)
             progress.set_postfix(loss=f"{row['loss']:.3f}", vlb=f"{row['vlb']:.3f}")
             tick, tick_step = now, done
-        if done % params.checkpoint_every == 0 and done < params.steps:
+        if done % params.checkpoint_every == 0 and done < params.steps and distributed.is_main():
             save_checkpoint(work_dir, done, {
                 "fingerprint": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None, "t_sampler": t_sampler.state_dict(),
-                "rng": rng_state(), "history": history, "seconds": seconds,
+                "history": history, "seconds": seconds,
             })
     if ema is not None:
         ema.copy_to(model)

@@ -27,6 +27,7 @@ def rule(*, ge: float | None = None, gt: float | None = None, le: float | None =
 
 
 Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["bf16", "fp32"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class TokenizerParams:
     ch_mult: list[int] = rule(ge=1, help="one entry per level; f = 2**(len-1)")
     num_res_blocks: int = rule(ge=1)
     attn_resolutions: list[int] = rule(ge=1)
+    norm: Literal["group", "none"] = rule(help="group: VQGAN's GroupNorm; none suits narrow CPU models")
     kl_weight: float = rule(ge=0)
     tau_start: float = rule(gt=0)
     tau_end: float = rule(gt=0)
@@ -82,6 +84,9 @@ class TokenizerParams:
     checkpoint_every: int = rule(ge=1)
     encode_batch_size: int = rule(ge=1)
     device: Device = rule()
+    precision: Precision = rule(help="autocast on CUDA; CPU always runs fp32")
+    compile: bool = rule(help="torch.compile the model (CUDA only)")
+    channels_last: bool = rule(help="NHWC memory layout for the convolutions (CUDA only)")
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,8 @@ class TrainParams:
     checkpoint_every: int = rule(ge=1)
     log_every: int = rule(ge=1)
     device: Device = rule()
+    precision: Precision = rule(help="autocast on CUDA; CPU always runs fp32")
+    compile: bool = rule(help="torch.compile the model (CUDA only)")
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,12 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class DistributedParams:
+    """Data-parallel runs under torchrun (tokenizer and train stages); ignored otherwise."""
+    backend: Literal["auto", "nccl", "gloo"] = rule(help="auto: nccl on CUDA, gloo on CPU")
+
+
+@dataclass(frozen=True)
 class Params:
     shapes: ShapesParams
     ingest: IngestParams
@@ -183,6 +196,7 @@ class Params:
     train: TrainParams
     sample: SampleParams
     evaluate: EvaluateParams
+    distributed: DistributedParams
 
 
 def _type_name(tp: Any) -> str:

@@ -19,14 +19,15 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline import image_metrics as metrics
 from pipeline.device import autocast, resolve_device
 from pipeline.params import TokenizerParams
-from pipeline.training import (EMA, batch_indices, clip_gradients, list_checkpoints, load_latest_checkpoint,
-                               lr_at, make_adamw, rng_state, save_checkpoint, seed_everything, set_lr,
-                               set_rng_state)
+from pipeline.training import (EMA, Prefetcher, batch_indices, clip_gradients, list_checkpoints,
+                               load_latest_checkpoint, lr_at, make_adamw, save_checkpoint, seed_everything, set_lr,
+                               step_generator)
 from pipeline.vqgan import (VQGAN, PerceptualLoss, adaptive_gan_weight, build_vqgan, discriminator_for,
-                            hinge_d_loss, hinge_g_loss, tau_at, to_model_range, to_uint8)
+                            gumbel_noise, hinge_d_loss, hinge_g_loss, tau_at, to_model_range, to_uint8)
 
 VAL_SUBSET = 256  # images scored at each checkpoint to track the hard (argmax) path
 
@@ -41,7 +42,7 @@ class TrainResult:
 
 def _fingerprint(params: TokenizerParams, images: torch.Tensor) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: the settings that change the result, and the data."""
-    ignored = {"device", "checkpoint_every", "encode_batch_size"}
+    ignored = {"device", "checkpoint_every", "encode_batch_size", "compile", "channels_last"}
     settings = {k: v for k, v in asdict(params).items() if k not in ignored}
     digest = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
     return {"params": settings, "shape": list(images.shape), "sha256": digest}
@@ -130,8 +131,10 @@ class _Window:
         self.seen[codes.flatten().cpu()] = True
 
     def row(self, step: int) -> dict[str, float]:
-        row = {"step": step, **{k: v / self.count for k, v in self.sums.items()}}
-        row["usage"] = float(self.seen.float().mean())
+        """The window's means over the global batch (every rank calls this at the same step)."""
+        means = distributed.mean(torch.tensor(list(self.sums.values()), dtype=torch.float64)) / self.count
+        row = {"step": step, **dict(zip(self.sums, means.tolist()))}
+        row["usage"] = float(distributed.any_rank(self.seen).float().mean())
         return row
 
 
@@ -144,26 +147,33 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
     was made with other settings or other data is deleted, not resumed. ``val_images`` (the
     first 256) are scored through the hard path at each checkpoint. ``stop_at`` ends the run
     after that many steps without saving, as a kill would (for tests).
+    Under torchrun every process calls this with the same arguments; each trains on its
+    share of every batch and rank 0 writes the checkpoints (pipeline/distributed.py).
     """
     device = device or resolve_device(params.device)
+    cuda = device.type == "cuda"  # the GPU fast paths (channels_last, compile, prefetch) apply only there
+    layout = torch.channels_last if cuda and params.channels_last else torch.contiguous_format
     work_dir = Path(work_dir)
     resolution = train_images.shape[-1]
     fingerprint = _fingerprint(params, train_images)
 
     seed_everything(params.seed)
-    model = build_vqgan(params, resolution).to(device)
+    model = build_vqgan(params, resolution).to(device, memory_format=layout)
     optimizer = make_adamw(model, params.lr, tuple(params.betas), params.weight_decay)
     ema = EMA(model, params.ema_decay) if params.ema_decay > 0 else None
-    disc = discriminator_for(resolution).to(device) if params.disc_weight > 0 else None
+    disc = discriminator_for(resolution).to(device, memory_format=layout) if params.disc_weight > 0 else None
     disc_opt = make_adamw(disc, params.lr, tuple(params.betas), params.weight_decay) if disc else None
     perceptual = PerceptualLoss(params.perceptual_weights).to(device) if params.perceptual_weights else None
 
     result = TrainResult(model, [])
     step = 0
     checkpoint = load_latest_checkpoint(work_dir)
+    distributed.check_same(checkpoint["step"] if checkpoint else -1,
+                           f"{work_dir}: the newest checkpoint (put it on a filesystem every node sees)")
     if checkpoint is not None and checkpoint["fingerprint"] != fingerprint:
-        for stale in list_checkpoints(work_dir):
-            stale.unlink()
+        if distributed.is_main():
+            for stale in list_checkpoints(work_dir):
+                stale.unlink()
         checkpoint = None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -173,14 +183,15 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
         if disc:
             disc.load_state_dict(checkpoint["disc"])
             disc_opt.load_state_dict(checkpoint["disc_optimizer"])
-        set_rng_state(checkpoint["rng"])
         result.history, result.val_history = checkpoint["history"], checkpoint["val_history"]
         result.seconds, step = checkpoint["seconds"], checkpoint["step"]
+    net = distributed.wrap(model)
+    net = torch.compile(net) if cuda and params.compile else net
+    disc_net = distributed.wrap(disc) if disc else None
 
     def save() -> None:
         state = {"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "rng": rng_state(), "history": result.history, "val_history": result.val_history,
-                 "seconds": result.seconds}
+                 "history": result.history, "val_history": result.val_history, "seconds": result.seconds}
         if ema:
             state["ema"] = ema.state_dict()
         if disc:
@@ -193,22 +204,29 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
             result.val_history.append({"step": step, "psnr": float(metrics.psnr(val_images[:VAL_SUBSET], recon)),
                                        "usage": metrics.codebook_usage(codes, params.n_codes)})
 
-    images = train_images.to(device)
+    mine = distributed.rows(params.batch_size)
+    loader = Prefetcher([train_images], lambda i: batch_indices(len(train_images), params.batch_size, i,
+                                                                params.seed)[mine], device)
+    noise_shape = (params.batch_size, params.n_codes, model.grid, model.grid)
     window = _Window(params.n_codes)
-    bar = tqdm(total=params.steps, initial=step, desc="tokenizer", unit="step", disable=not progress)
+    bar = tqdm(total=params.steps, initial=step, desc="tokenizer", unit="step",
+               disable=not progress or not distributed.is_main())
     started = time.perf_counter()
     while step < params.steps:
         if stop_at is not None and step >= stop_at:
             bar.close()
             return result
         model.train()
-        x = to_model_range(images[batch_indices(len(images), params.batch_size, step, params.seed).to(device)])
+        (batch,) = loader.get(step)
+        x = to_model_range(batch).contiguous(memory_format=layout)
+        # noise for the whole global batch from (seed, step), this rank's rows of it
+        noise = gumbel_noise(noise_shape, device, step_generator(params.seed, step, device))[mine]
         tau = tau_at(step, params.tau_start, params.tau_end, params.tau_steps)
-        lr = lr_at(step, params.lr, params.warmup_steps, params.steps)
+        lr = lr_at(step, params.lr, params.warmup_steps, params.steps, cosine=True)
         set_lr(optimizer, lr)
         gan_on = disc is not None and step >= params.disc_start
-        with autocast(device):
-            out = model(x, tau)
+        with autocast(device, params.precision):
+            out = net(x, torch.tensor(tau, device=device), noise)  # tau as a tensor: no recompile per step
             recon_loss = (x - out.recon).abs().mean()
             loss = recon_loss + params.kl_weight * out.kl
             logged: dict[str, Any] = {"recon": recon_loss.detach(), "kl": out.kl.detach()}
@@ -219,7 +237,7 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
             if disc is not None:
                 g_loss = d_loss = torch.zeros((), device=device)
                 if gan_on:
-                    g_loss = hinge_g_loss(disc(out.recon))
+                    g_loss = hinge_g_loss(disc_net(out.recon))
                     nll = recon_loss + (params.perceptual_weight * p_loss if perceptual is not None else 0)
                     loss = loss + params.disc_weight * adaptive_gan_weight(nll, g_loss, model.last_layer()) * g_loss
         optimizer.zero_grad(set_to_none=True)
@@ -228,12 +246,13 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
         optimizer.step()
         if gan_on:
             set_lr(disc_opt, lr)
-            with autocast(device):
-                d_loss = hinge_d_loss(disc(x), disc(out.recon.detach()))
+            with autocast(device, params.precision):
+                d_loss = hinge_d_loss(disc_net(x), disc_net(out.recon.detach()))
             disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             clip_gradients(disc, params.grad_clip)
             disc_opt.step()
+        loader.start(step + 1)
         if disc is not None:
             logged |= {"g_loss": g_loss.detach(), "d_loss": d_loss.detach()}
         if ema:
@@ -249,8 +268,9 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
             window = _Window(params.n_codes)
         if step % params.checkpoint_every == 0 or step == params.steps:
             result.seconds += time.perf_counter() - started
-            score_val()
-            save()
+            if distributed.is_main():
+                score_val()
+                save()
             started = time.perf_counter()
     bar.close()
     if ema:

@@ -2,9 +2,10 @@
 
 The contract they serve: a run killed at any point and rerun resumes from its last
 checkpoint and ends with bit-identical weights to an uninterrupted run (on CPU, same seed,
-same thread count). That needs (1) every RNG state in the checkpoint, (2) a data order
-that is a pure function of (seed, step), so it needs no state at all, and (3) the learning
-rate computed from the step, not kept in a scheduler object.
+same thread count). That needs (1) a data order and (2) noise that are pure functions of
+(seed, step), so they need no saved state at all, and (3) the learning rate computed from
+the step, not kept in a scheduler object. (1) and (2) are also what lets N processes
+train the model one process would (pipeline/distributed.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +31,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict[str, Any]:
-    """Every global RNG state, for a checkpoint."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
     """Indices of the examples in batch ``step``: a fresh permutation per epoch, drawn from a
     generator seeded by (seed, epoch). A pure function of its arguments, so resuming at any
@@ -54,6 +40,58 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=generator)
     return order[i * batch_size:(i + 1) * batch_size]
+
+
+def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """The generator for batch ``step``'s noise, seeded from (seed, step) alone.
+
+    A resumed run draws the same noise without any saved RNG state, and every rank of a
+    data-parallel run draws the same numbers for the global batch. SeedSequence mixes the
+    two numbers, so no step shares a seed with another step or with ``batch_indices``.
+    """
+    state = np.random.SeedSequence([seed, step]).generate_state(2, np.uint32)
+    return torch.Generator(device).manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class Prefetcher:
+    """Rows of CPU tensors for each step, on the device and copied one step ahead.
+
+    On CUDA the rows are gathered into pinned memory and copied on a side stream, so calling
+    ``start(step + 1)`` once a step's work is queued overlaps the gather and the copy with
+    it. Elsewhere ``get`` is plain indexing and ``start`` does nothing. ``rows(step)`` gives
+    the indices of a step's examples.
+    """
+
+    def __init__(self, tensors: Sequence[torch.Tensor], rows: Callable[[int], torch.Tensor],
+                 device: torch.device) -> None:
+        self.tensors, self.rows, self.device = list(tensors), rows, device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.pending: tuple[int, list[torch.Tensor]] | None = None
+
+    def start(self, step: int) -> None:
+        if self.stream is None:
+            return
+        index = self.rows(step)
+        with torch.cuda.stream(self.stream):
+            batch = []
+            for t in self.tensors:
+                pinned = torch.empty((len(index), *t.shape[1:]), dtype=t.dtype, pin_memory=True)
+                batch.append(torch.index_select(t, 0, index, out=pinned).to(self.device, non_blocking=True))
+        self.pending = (step, batch)
+
+    def get(self, step: int) -> list[torch.Tensor]:
+        if self.stream is None:
+            index = self.rows(step)
+            return [t[index] for t in self.tensors]
+        if self.pending is None or self.pending[0] != step:
+            self.start(step)
+        _, batch = self.pending
+        self.pending = None
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(self.stream)
+        for t in batch:
+            t.record_stream(current)
+        return batch
 
 
 def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, cosine: bool = False) -> float:
@@ -70,11 +108,13 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, cosine
 
 def make_adamw(model: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.AdamW:
     """AdamW that decays only matrices, kernels and embedding tables, not biases or norm gains
-    (decaying a norm's gain just fights the normalisation)."""
+    (decaying a norm's gain just fights the normalisation). Fused (one kernel for all
+    parameters) when they are on CUDA."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    fused = all(p.is_cuda for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True if fused else None)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline import distributed
 from pipeline.atomic import atomic_file
 from pipeline.params import TokenizerParams
 
@@ -34,17 +36,28 @@ def tau_at(step: int, tau_start: float, tau_end: float, tau_steps: int) -> float
     return tau_start * (tau_end / tau_start) ** frac
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
+def gumbel_noise(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gumbel(0, 1) samples -log(E), E ~ Exp(1), drawn on ``device``."""
+    return -torch.empty(shape, device=device).exponential_(generator=generator).log()
+
+
+Norm = Literal["group", "none"]
+
+
+def _norm(channels: int, kind: Norm = "group") -> nn.Module:
+    """GroupNorm as in VQGAN, or none. At the small widths of a CPU-sized model each group holds
+    one or two channels, so GroupNorm wipes each channel's per-image mean and scale (the flat
+    background tone, say) and reconstructions learn several times slower; "none" keeps them."""
+    return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6) if kind == "group" else nn.Identity()
 
 
 class ResBlock(nn.Module):
     """Pre-activation residual block: GN-SiLU-conv twice, 1x1 skip when widths differ."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, norm: Norm = "group") -> None:
         super().__init__()
-        self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.norm2, self.conv2 = _norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm1, self.conv1 = _norm(c_in, norm), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2, self.conv2 = _norm(c_out, norm), nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,9 +69,9 @@ class ResBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over all positions of a feature map."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: Norm = "group") -> None:
         super().__init__()
-        self.norm = _norm(channels)
+        self.norm = _norm(channels, norm)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
 
@@ -69,39 +82,39 @@ class AttnBlock(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
-def _level(c_in: int, c_out: int, n_blocks: int, attn: bool) -> tuple[nn.Sequential, int]:
+def _level(c_in: int, c_out: int, n_blocks: int, attn: bool, norm: Norm) -> tuple[nn.Sequential, int]:
     layers: list[nn.Module] = []
     for _ in range(n_blocks):
-        layers.append(ResBlock(c_in, c_out))
+        layers.append(ResBlock(c_in, c_out, norm))
         c_in = c_out
         if attn:
-            layers.append(AttnBlock(c_out))
+            layers.append(AttnBlock(c_out, norm))
     return nn.Sequential(*layers), c_out
 
 
-def _mid(channels: int, attn: bool) -> nn.Sequential:
-    return nn.Sequential(ResBlock(channels, channels), *( [AttnBlock(channels)] if attn else []),
-                         ResBlock(channels, channels))
+def _mid(channels: int, attn: bool, norm: Norm) -> nn.Sequential:
+    return nn.Sequential(ResBlock(channels, channels, norm), *([AttnBlock(channels, norm)] if attn else []),
+                         ResBlock(channels, channels, norm))
 
 
 class Encoder(nn.Module):
     """Image (B,3,H,W) -> features (B, ch*ch_mult[-1], H/f, W/f)."""
 
     def __init__(self, ch: int, ch_mult: list[int], num_res_blocks: int, attn_resolutions: list[int],
-                 resolution: int) -> None:
+                 resolution: int, norm: Norm = "group") -> None:
         super().__init__()
         self.conv_in = nn.Conv2d(3, ch, 3, padding=1)
         layers: list[nn.Module] = []
         c, res = ch, resolution
         for i, mult in enumerate(ch_mult):
-            level, c = _level(c, ch * mult, num_res_blocks, res in attn_resolutions)
+            level, c = _level(c, ch * mult, num_res_blocks, res in attn_resolutions, norm)
             layers.append(level)
             if i < len(ch_mult) - 1:
                 layers.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
                 res //= 2
         self.down = nn.Sequential(*layers)
-        self.mid = _mid(c, res in attn_resolutions)
-        self.norm_out = _norm(c)
+        self.mid = _mid(c, res in attn_resolutions, norm)
+        self.norm_out = _norm(c, norm)
         self.out_channels = c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,21 +134,21 @@ class Decoder(nn.Module):
     """Code vectors (B, code_dim, h, w) -> image (B, 3, h*f, w*f), mirror of the encoder."""
 
     def __init__(self, code_dim: int, ch: int, ch_mult: list[int], num_res_blocks: int,
-                 attn_resolutions: list[int], resolution: int) -> None:
+                 attn_resolutions: list[int], resolution: int, norm: Norm = "group") -> None:
         super().__init__()
         res = resolution // 2 ** (len(ch_mult) - 1)
         c = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(code_dim, c, 3, padding=1)
-        self.mid = _mid(c, res in attn_resolutions)
+        self.mid = _mid(c, res in attn_resolutions, norm)
         layers: list[nn.Module] = []
         for i in reversed(range(len(ch_mult))):
-            level, c = _level(c, ch * ch_mult[i], num_res_blocks, res in attn_resolutions)
+            level, c = _level(c, ch * ch_mult[i], num_res_blocks, res in attn_resolutions, norm)
             layers.append(level)
             if i > 0:
                 layers.append(Upsample(c))
                 res *= 2
         self.up = nn.Sequential(*layers)
-        self.norm_out = _norm(c)
+        self.norm_out = _norm(c, norm)
         self.conv_out = nn.Conv2d(c, 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -154,9 +167,14 @@ class GumbelQuantizer(nn.Module):
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.proj(features)  # (B, K, h, w)
 
-    def soft_one_hot(self, logits: torch.Tensor, tau: float) -> torch.Tensor:
-        """Relaxed one-hot (B, K, h, w): each position sums to 1; approaches the argmax as tau -> 0."""
-        return F.gumbel_softmax(logits, tau=tau, hard=False, dim=1)
+    def soft_one_hot(self, logits: torch.Tensor, tau: float | torch.Tensor,
+                     noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Relaxed one-hot (B, K, h, w): softmax((logits + noise) / tau) over the codes, with
+        Gumbel(0, 1) noise shaped like the logits (drawn here when not given); each position
+        sums to 1 and it approaches the argmax as tau -> 0."""
+        if noise is None:
+            noise = gumbel_noise(logits.shape, logits.device)
+        return ((logits + noise) / tau).softmax(1)
 
     def mix(self, one_hot: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bkhw,kd->bdhw", one_hot, self.codebook.weight)
@@ -179,24 +197,25 @@ class VQOutput:
 
 class VQGAN(nn.Module):
     def __init__(self, n_codes: int, code_dim: int, ch: int, ch_mult: list[int], num_res_blocks: int,
-                 attn_resolutions: list[int], resolution: int) -> None:
+                 attn_resolutions: list[int], resolution: int, norm: Norm = "group") -> None:
         super().__init__()
         self.config = dict(n_codes=n_codes, code_dim=code_dim, ch=ch, ch_mult=list(ch_mult),
                            num_res_blocks=num_res_blocks, attn_resolutions=list(attn_resolutions),
-                           resolution=resolution)
+                           resolution=resolution, norm=norm)
         factor = 2 ** (len(ch_mult) - 1)
         if resolution % factor:
             raise ValueError(f"resolution {resolution} is not divisible by the downsampling factor {factor}")
         self.n_codes, self.resolution, self.factor = n_codes, resolution, factor
         self.grid = resolution // factor
-        self.encoder = Encoder(ch, ch_mult, num_res_blocks, attn_resolutions, resolution)
+        self.encoder = Encoder(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, norm)
         self.quantizer = GumbelQuantizer(self.encoder.out_channels, n_codes, code_dim)
-        self.decoder = Decoder(code_dim, ch, ch_mult, num_res_blocks, attn_resolutions, resolution)
+        self.decoder = Decoder(code_dim, ch, ch_mult, num_res_blocks, attn_resolutions, resolution, norm)
 
-    def forward(self, images: torch.Tensor, tau: float) -> VQOutput:
-        """Training path: soft Gumbel mixture of the codebook, so gradients reach the encoder."""
+    def forward(self, images: torch.Tensor, tau: float | torch.Tensor, noise: torch.Tensor | None = None) -> VQOutput:
+        """Training path: soft Gumbel mixture of the codebook, so gradients reach the encoder.
+        ``noise``: the Gumbel noise (B, K, h, w), when the caller draws it (see gumbel_noise)."""
         logits = self.quantizer.logits(self.encoder(images))
-        z = self.quantizer.mix(self.quantizer.soft_one_hot(logits, tau))
+        z = self.quantizer.mix(self.quantizer.soft_one_hot(logits, tau, noise))
         return VQOutput(self.decoder(z), self.quantizer.kl_to_uniform(logits), logits.argmax(1))
 
     @torch.no_grad()
@@ -214,7 +233,7 @@ class VQGAN(nn.Module):
 
 def build_vqgan(params: TokenizerParams, resolution: int) -> VQGAN:
     return VQGAN(params.n_codes, params.code_dim, params.ch, list(params.ch_mult), params.num_res_blocks,
-                 list(params.attn_resolutions), resolution)
+                 list(params.attn_resolutions), resolution, params.norm)
 
 
 def save_vqgan(model: VQGAN, path: str | Path) -> None:
@@ -273,9 +292,11 @@ def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 def adaptive_gan_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
     """VQGAN's balance: scale the GAN gradient at the decoder's last layer to the size of the
-    reconstruction gradient there, so disc_weight means the same across models and steps."""
-    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
-    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    reconstruction gradient there, so disc_weight means the same across models and steps.
+    In data-parallel training both gradients are averaged over the ranks first, so the
+    weight is the global batch's, as DDP makes the parameter gradients."""
+    rec_grad = distributed.mean(torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0])
+    g_grad = distributed.mean(torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0])
     return (rec_grad.norm() / (g_grad.norm() + 1e-4)).clamp(0, 1e4).detach()
 
 

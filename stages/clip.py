@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -50,10 +51,13 @@ def main(
             typer.echo(f"clip: using pretrained {clip.model} / {clip.pretrained}; nothing to train")
             return
         images, captions, attributes = captioned_split(ingest, "train")
+        started = time.perf_counter()
         model, losses = train_clip(clip.model, images, captions, attributes, clip.train, clip.device)
+        seconds = time.perf_counter() - started
         save_checkpoint(model, tmp / TRAINED_CLIP)
         encoder = ClipEncoder(model, clip.model, sha256_file(tmp / TRAINED_CLIP), clip.batch_size)
         val_images, val_captions, val_attributes = captioned_split(ingest, "val", clip.eval_images)
         figures = evaluate_clip(encoder, val_images, val_captions, val_attributes)
-    write_json(report, {**figures, "trained_here": True, "steps": clip.train.steps,
+    write_json(report, {**figures, "trained_here": True, "steps": clip.train.steps, "train_images": len(images),
+                        "wall_seconds": round(seconds, 1),
                         "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4)})

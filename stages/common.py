@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -26,3 +27,11 @@ def user_errors(command: Callable) -> Callable:
             raise typer.Exit(error.exit_code) from None
 
     return wrapper
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/N' -> (i, N), for the stages that can run as N workers over disjoint shards."""
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not match or not int(match[1]) < int(match[2]):
+        raise UserError(f"--shard {text!r}: expected i/N with 0 <= i < N, e.g. 0/4")
+    return int(match[1]), int(match[2])

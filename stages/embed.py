@@ -3,11 +3,12 @@ from typing import Annotated
 
 import typer
 
+from pipeline import distributed
 from pipeline.cache import cache_ingest_shards
 from pipeline.embed import load_encoder, write_prompt_embeddings
 from pipeline.params import load_params
 from pipeline.prompts import load_prompts
-from stages.common import ParamsOption, user_errors
+from stages.common import ParamsOption, parse_shard, user_errors
 
 
 @user_errors
@@ -18,12 +19,20 @@ def main(
     out: Annotated[Path, typer.Option(help="CLIP image embedding of every image.")] = Path("data/embeddings"),
     prompts_out: Annotated[Path, typer.Option("--prompts-out", help="Prompt text embeddings.")] = Path(
         "data/prompt_embeddings.parquet"),
+    shard: Annotated[str | None, typer.Option(
+        help="i/N: be worker i of N into the same --out (ingest shards i, i+N, ...; worker 0 also writes the "
+             "prompts). Under torchrun it defaults to RANK/WORLD_SIZE.")] = None,
 ) -> None:
     """Cache CLIP image embeddings of every image and text embeddings of the prompts."""
     settings = load_params(params)
+    worker, workers = parse_shard(shard) if shard is not None else distributed.launched()
     encoder = load_encoder(settings.clip, clip_dir)
     metadata = {"model": encoder.model_name, "checkpoint": encoder.checkpoint_id}
-    rows = cache_ingest_shards(ingest, out, "embedding", encoder.embed_images, metadata, desc="embed")
+    rows = cache_ingest_shards(ingest, out, "embedding", encoder.embed_images, metadata, desc="embed",
+                               shard=(worker, workers))
+    if worker > 0:
+        typer.echo(f"embed: worker {worker}/{workers} cached {rows} images with {encoder.model_name}")
+        return
     prompts = load_prompts(settings.embed.prompts, settings.embed.prompt_prefix)
     write_prompt_embeddings(prompts_out, prompts, encoder.embed_texts(prompts["prompt"].tolist()), metadata)
     typer.echo(f"embed: {rows} images and {len(prompts)} prompts with {encoder.model_name}")

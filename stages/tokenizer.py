@@ -4,6 +4,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline import distributed
 from pipeline.atomic import atomic_file, write_json
 from pipeline.cache import cache_ingest_shards
 from pipeline.clip import sha256_file
@@ -32,22 +33,29 @@ def main(
     curves: Annotated[Path, typer.Option(help="Training losses (DVC plots).")] = Path("reports/tokenizer_curves.csv"),
     grid: Annotated[Path, typer.Option(help="Originals over reconstructions.")] = Path("reports/tokenizer_recon.png"),
 ) -> None:
-    """Train the Gumbel-softmax VQGAN tokenizer and cache every image's code grid."""
-    settings = load_params(params).tokenizer
+    """Train the Gumbel-softmax VQGAN tokenizer and cache every image's code grid; under torchrun,
+    data-parallel over the processes (rank 0 writes the model and reports, all encode the cache)."""
+    config = load_params(params)
+    settings = config.tokenizer
     _, train_images = load_images(ingest, "train")
     _, val_images = load_images(ingest, "val")
-    result = train_tokenizer(settings, train_images, work, val_images)
-    model = result.model
-    save_vqgan(model, out)
-    figures = evaluate_tokenizer(model, val_images, settings.encode_batch_size)
-    write_json(report, {**{k: round(v, 5) if isinstance(v, float) else v for k, v in figures.items()},
-                        "n_codes": settings.n_codes, "grid": model.grid, "train_images": len(train_images),
-                        "steps": settings.steps, "wall_seconds": round(result.seconds, 1)})
-    write_rows(curves, result.history)
-    with atomic_file(grid) as tmp:
-        reconstruction_grid(model, val_images[:16]).save(tmp, format="PNG")
-    metadata = {"n_codes": settings.n_codes, "grid_h": model.grid, "grid_w": model.grid, "checkpoint": sha256_file(out)}
-    cache_ingest_shards(ingest, tokens, "codes",
-                        lambda images: encode_all(model, images, settings.encode_batch_size).flatten(1).numpy(),
-                        metadata, desc="tokens")
-    typer.echo(f"tokenizer: val PSNR {figures['psnr']:.2f} dB, codebook usage {figures['codebook_usage']:.2f}")
+    with distributed.process_group(config.distributed.backend):
+        result = train_tokenizer(settings, train_images, work, val_images)
+        model = result.model
+        if distributed.is_main():
+            save_vqgan(model, out)
+            figures = evaluate_tokenizer(model, val_images, settings.encode_batch_size)
+            write_json(report, {**{k: round(v, 5) if isinstance(v, float) else v for k, v in figures.items()},
+                                "n_codes": settings.n_codes, "grid": model.grid, "train_images": len(train_images),
+                                "steps": settings.steps, "wall_seconds": round(result.seconds, 1)})
+            write_rows(curves, result.history)
+            with atomic_file(grid) as tmp:
+                reconstruction_grid(model, val_images[:16]).save(tmp, format="PNG")
+        distributed.barrier()  # the model file exists before every process names the cache after it
+        metadata = {"n_codes": settings.n_codes, "grid_h": model.grid, "grid_w": model.grid,
+                    "checkpoint": sha256_file(out)}
+        cache_ingest_shards(ingest, tokens, "codes",
+                            lambda images: encode_all(model, images, settings.encode_batch_size).flatten(1).numpy(),
+                            metadata, desc="tokens", shard=(distributed.rank(), distributed.world()))
+        if distributed.is_main():
+            typer.echo(f"tokenizer: val PSNR {figures['psnr']:.2f} dB, codebook usage {figures['codebook_usage']:.2f}")

@@ -4,9 +4,11 @@ from typing import Annotated
 
 import typer
 
+from pipeline import distributed
 from pipeline.atomic import atomic_file, write_json
-from pipeline.diffusion_train import HISTORY_COLUMNS, load_training_data, save_model, train_diffusion
-from pipeline.params import load_params
+from pipeline.diffusion_train import (HISTORY_COLUMNS, TrainingData, TrainResult, load_training_data, save_model,
+                                      train_diffusion)
+from pipeline.params import TrainParams, load_params
 from stages.common import ParamsOption, user_errors
 
 
@@ -21,10 +23,18 @@ def main(
     curves: Annotated[Path, typer.Option(help="Loss, lr and speed per logged step (DVC plots).")] = Path(
         "reports/train_curves.csv"),
 ) -> None:
-    """Train the VQ-Diffusion transformer on pseudo text embeddings (no captions)."""
-    train = load_params(params).train
+    """Train the VQ-Diffusion transformer on pseudo text embeddings (no captions); under torchrun,
+    data-parallel over the processes (rank 0 writes)."""
+    settings = load_params(params)
     data = load_training_data(tokens, embeddings)
-    result = train_diffusion(train, data, work)
+    with distributed.process_group(settings.distributed.backend):
+        result = train_diffusion(settings.train, data, work)
+        if distributed.is_main():
+            write_outputs(result, settings.train, data, out, report, curves)
+
+
+def write_outputs(result: TrainResult, train: TrainParams, data: TrainingData, out: Path, report: Path,
+                  curves: Path) -> None:
     save_model(out, result.model, result.config, train, data.sources)
     with atomic_file(curves) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)

@@ -13,6 +13,7 @@ from pipeline.diffusion import (
     log_onehot,
     log_posterior,
     q_sample,
+    sample_categorical,
     training_loss,
 )
 from pipeline.transformer import Transformer, TransformerConfig
@@ -164,6 +165,17 @@ def test_posterior_normalised_at_scale() -> None:
         out = log_posterior(log_x0, xt, t, (t - skip).clamp(min=0), s)
         assert torch.isfinite(out).all()
         assert torch.allclose(out.exp().sum(-1), torch.ones(B, N), atol=1e-4)
+
+
+def test_sample_categorical_frequencies_and_empty_classes() -> None:
+    p = torch.tensor([0.5, 0.0, 0.3, 1e-3, 0.199, 0.0])
+    log_p = torch.log(p).clamp(min=-70.0) + 7.0  # unnormalised, with LOG_ZERO classes first and last
+    n = 400_000
+    x = sample_categorical(log_p.expand(n // 4, 4, -1), torch.Generator().manual_seed(0))
+    assert x.shape == (n // 4, 4)
+    freq = torch.bincount(x.flatten(), minlength=6).double() / n
+    assert freq[1] == 0 and freq[5] == 0
+    assert ((freq - p.double()).abs() <= 5 * torch.sqrt(p * (1 - p) / n) + 1e-6).all(), freq
 
 
 def test_loss_finite_and_matches_hand_terms(sched: Schedule) -> None:

@@ -79,6 +79,17 @@ def test_repro_runs_every_stage_then_is_up_to_date(workdir):
     assert "up to date" in status
 
 
+def test_embed_as_two_workers_writes_what_the_stage_wrote(workdir):
+    root, env = workdir
+    sh(["dvc", "repro"], root, env)
+    for worker in ("1/2", "0/2"):
+        sh(["t2i", "embed", "--shard", worker, "--out", "sharded", "--prompts-out", "sharded.parquet"], root, env)
+    names = sorted(p.name for p in (root / "data/embeddings").iterdir())
+    assert names == sorted(p.name for p in (root / "sharded").iterdir()) and len(names) == 3
+    assert all((root / "data/embeddings" / n).read_bytes() == (root / "sharded" / n).read_bytes() for n in names)
+    assert (root / "data/prompt_embeddings.parquet").read_bytes() == (root / "sharded.parquet").read_bytes()
+
+
 def set_param(root, section, key, value):
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw[section][key] = value

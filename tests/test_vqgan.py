@@ -157,3 +157,14 @@ def test_perceptual_loss_loads_torchvision_keys_and_passes_gradients(tmp_path) -
     value.backward()
     assert value.item() > 0 and b.grad is not None and b.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in loss.parameters())
+
+
+def test_norm_none_keeps_no_group_norm_and_round_trips_through_save(tmp_path) -> None:
+    model = VQGAN(32, 8, 8, [1, 2, 2], 1, [8], 32, norm="none")
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in tiny().modules())
+    save_vqgan(model, tmp_path / "t.pt")
+    loaded = load_vqgan(tmp_path / "t.pt")
+    assert loaded.config["norm"] == "none"
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(loaded.encode(x), model.eval().encode(x))

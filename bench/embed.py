@@ -1,0 +1,63 @@
+"""Embed-stage throughput against a bare open_clip `encode_image` loop, same model and batch.
+
+The bare loop gets open_clip-preprocessed pixels that are already in memory and only runs the
+network; the stage path reads the ingest shards, decodes the PNGs, preprocesses, embeds,
+normalises and writes the Parquet cache. The difference is the stage's I/O overhead.
+Weights do not change the cost, so the model is randomly initialised (no download).
+
+Usage: python bench/embed.py [--ingest data/ingest] [--model shapes-clip-tiny] [--batch-size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import open_clip
+import torch
+
+from pipeline.cache import cache_ingest_shards
+from pipeline.clip import ClipEncoder, preprocess_images
+from pipeline.dataset import load_images
+from pipeline.device import resolve_device
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ingest", type=Path, default=Path("data/ingest"))
+    parser.add_argument("--model", default="shapes-clip-tiny")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    encoder = ClipEncoder.load(args.model, None, batch_size=args.batch_size, device=args.device)
+
+    _, images = load_images(args.ingest)
+    pixels = preprocess_images(encoder.transform, images)
+    with torch.inference_mode():
+        encoder.model.encode_image(pixels[:args.batch_size].to(device))  # warm-up
+        start = time.perf_counter()
+        for i in range(0, len(pixels), args.batch_size):
+            encoder.model.encode_image(pixels[i:i + args.batch_size].to(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        bare = time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        rows = cache_ingest_shards(args.ingest, Path(tmp) / "embeddings", "embedding", encoder.embed_images,
+                                   {"model": args.model}, desc="embed")
+        stage = time.perf_counter() - start
+
+    print(f"\nembed of {rows} images, {args.model}, batch {args.batch_size}, {device} "
+          f"(torch {torch.__version__}, open_clip {open_clip.__version__}, {torch.get_num_threads()} threads)")
+    print(f"{'path':<34} {'seconds':>8} {'images/s':>9}")
+    print(f"{'bare open_clip encode_image':<34} {bare:>8.1f} {rows / bare:>9.0f}")
+    print(f"{'embed stage (read+decode+write)':<34} {stage:>8.1f} {rows / stage:>9.0f}")
+    print(f"stage overhead: {100 * (stage / bare - 1):.1f}% of the bare loop's time")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Run the benchmarks and write their tables, with the machine they ran on, to reports/bench.md.
+
+Each script also runs alone and prints the same tables; this only collects them. Runs on
+CPU or CUDA unchanged (each script prints the device it used). On a CPU that other jobs
+share, --threads 1 gives steadier figures: several threads then wait on each other at
+every operation.
+
+Usage: python bench/report.py [--out reports/bench.md] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = (  # (title, command line): a few minutes on a 2-core CPU
+    ("Reverse diffusion: our sampler step against diffusers' VQDiffusionScheduler, and sampling speed",
+     ["bench/sampler.py"]),
+    ("Diffusion training: throughput and model FLOPs utilisation", ["bench/train.py", "--steps", "3"]),
+)
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine() -> list[str]:
+    lines = [f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores",
+             f"- GPU: {', '.join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))}"
+             if torch.cuda.is_available() else "- GPU: none (CPU run)",
+             f"- torch {torch.__version__}, Python {platform.python_version()}, {platform.platform()}"]
+    if hasattr(os, "getloadavg"):
+        lines.append("- load average when the run started (other jobs share the machine when it is above 0): "
+                     + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench.md")
+    parser.add_argument("--threads", type=int, help="passed on to each script")
+    args = parser.parse_args()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    itself = "python bench/report.py" + (f" --threads {args.threads}" if args.threads else "")
+    parts = ["# Benchmarks", "", f"Written by `{itself}` on {stamp}.", "", *machine(), ""]
+    for title, command in SECTIONS:
+        command = [*command, *(["--threads", str(args.threads)] if args.threads else [])]
+        shown = " ".join(["python", *command])
+        print(f"running {shown}", file=sys.stderr)
+        run = subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True)
+        if run.returncode:
+            sys.exit(f"{shown} failed:\n{run.stderr}")
+        parts += [f"## {title}", "", f"`{shown}`", "", run.stdout.strip(), ""]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(parts))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
