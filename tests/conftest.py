@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from pipeline.params import Params, parse_params
@@ -45,3 +46,12 @@ def params_file(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run far faster on one thread, above all on a shared, loaded CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

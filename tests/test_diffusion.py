@@ -21,13 +21,6 @@ from pipeline.transformer import Transformer, TransformerConfig
 K, T = 4, 10
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run far faster on one thread, above all on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def matrix(a: float, g: float, b: float, k: int = K) -> torch.Tensor:

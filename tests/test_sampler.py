@@ -14,13 +14,7 @@ from pipeline.transformer import AdaLN, Transformer, TransformerConfig
 CFG = TransformerConfig(n_codes=7, grid_h=3, grid_w=4, steps=10, clip_dim=12, depth=2, width=32, heads=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread, above all on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline.transformer import AdaLN, Transformer, TransformerConfig, flops_per_step
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread, above all on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(mlp: str = "linear", h: int = 3, w: int = 5) -> Transformer:
