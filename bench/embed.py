@@ -35,7 +35,7 @@ def main() -> None:
     encoder = ClipEncoder.load(args.model, None, batch_size=args.batch_size, device=args.device)
 
     _, images = load_images(args.ingest)
-    pixels = preprocess_images(encoder.transform, images)
+    pixels = preprocess_images(encoder.model, images)
     with torch.inference_mode():
         encoder.model.encode_image(pixels[:args.batch_size].to(device))  # warm-up
         start = time.perf_counter()

@@ -92,8 +92,28 @@ def to_pil(image: ImageInput) -> Image.Image:
     return to_pil_image(image)
 
 
-def preprocess_images(transform: Callable[[Image.Image], torch.Tensor],
-                      images: Sequence[ImageInput] | torch.Tensor) -> torch.Tensor:
+def _at_input_size(model: torch.nn.Module, images: Sequence[ImageInput] | torch.Tensor) -> bool:
+    """A uint8 RGB batch already at the model's input size: open_clip's resize and crop are
+    identities there (PIL returns a same-size resize unchanged)."""
+    size = model.visual.preprocess_cfg["size"]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4
+            and images.shape[1] == 3 and tuple(images.shape[2:]) == size)
+
+
+def preprocess_images(model: torch.nn.Module, images: Sequence[ImageInput] | torch.Tensor) -> torch.Tensor:
+    """open_clip's eval preprocessing for ``model``, as a float batch (N, 3, S, S).
+
+    A uint8 batch already at the input size skips the per-image PIL round trip and runs
+    ToTensor + Normalize on the whole batch, the same float32 operations in the same order,
+    so its pixels are bit-identical to the PIL path's (tests/test_clip.py checks).
+    """
+    if _at_input_size(model, images):
+        cfg = model.visual.preprocess_cfg
+        mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(cfg["std"], dtype=torch.float32).view(3, 1, 1)
+        return images.float().div(255).sub_(mean).div_(std)
+    transform = inference_transform(model)
     return torch.stack([transform(to_pil(image)) for image in images])
 
 
@@ -108,7 +128,6 @@ class ClipEncoder:
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
         self.input_dtype = open_clip.get_input_dtype(precision)
-        self.transform = inference_transform(model)
         self.tokenizer = open_clip.get_tokenizer(model_name)
 
     @classmethod
@@ -139,7 +158,7 @@ class ClipEncoder:
         """PIL images or uint8 CxHxW tensors (or one NxCxHxW tensor) -> (N, D) unit rows."""
         out = []
         for start in range(0, len(images), self.batch_size):
-            pixels = preprocess_images(self.transform, images[start:start + self.batch_size])
+            pixels = preprocess_images(self.model, images[start:start + self.batch_size])
             out.append(self.model.encode_image(pixels.to(self.device, self.input_dtype)))
         return self._finish(out)
 

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_file
-from pipeline.clip import ClipEncoder, ImageInput, inference_transform, preprocess_images
+from pipeline.clip import ClipEncoder, ImageInput, preprocess_images
 from pipeline.device import autocast, resolve_device
 from pipeline.params import ClipTrainParams
 from pipeline.shapes import ATTRIBUTES, POSITION_PHRASES, ShapeSpec, caption
@@ -112,7 +112,7 @@ def train_clip(model_name: str, images: Sequence[ImageInput] | torch.Tensor, cap
     rng = np.random.default_rng(params.seed)
     model = open_clip.create_model(model_name, device=torch_device)
     tokenizer = open_clip.get_tokenizer(model_name)
-    pixels = preprocess_images(inference_transform(model), images)
+    pixels = preprocess_images(model, images)
     by_caption: dict[str, list[int]] = {}
     for index, text in enumerate(captions):
         by_caption.setdefault(text, []).append(index)

@@ -227,9 +227,11 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
         gan_on = disc is not None and step >= params.disc_start
         with autocast(device, params.precision):
             out = net(x, torch.tensor(tau, device=device), noise)  # tau as a tensor: no recompile per step
-            recon_loss = (x - out.recon).abs().mean()
-            loss = recon_loss + params.kl_weight * out.kl
-            logged: dict[str, Any] = {"recon": recon_loss.detach(), "kl": out.kl.detach()}
+            error = x - out.recon
+            recon_loss = error.abs().mean() if params.recon_loss == "l1" else error.square().mean()
+            loss = recon_loss + params.kl_weight * out.kl + params.usage_weight * out.usage_deficit
+            logged: dict[str, Any] = {"recon": recon_loss.detach(), "kl": out.kl.detach(),
+                                      "usage_deficit": out.usage_deficit.detach()}
             if perceptual is not None:
                 p_loss = perceptual(x, out.recon)
                 loss = loss + params.perceptual_weight * p_loss

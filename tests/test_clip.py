@@ -10,7 +10,7 @@ import open_clip
 import pytest
 import torch
 
-from pipeline.clip import ClipEncoder, ClipWeightsError, sha256_file
+from pipeline.clip import ClipEncoder, ClipWeightsError, inference_transform, preprocess_images, sha256_file
 from pipeline.clip_train import (NEW_TEMPLATES, TRAIN_TEMPLATES, attribute_combinations, describe,
                                  evaluate_clip, retrieval_accuracy, reword, save_checkpoint, train_clip,
                                  zero_shot_accuracy)
@@ -104,6 +104,13 @@ def test_pil_and_tensor_images_embed_the_same(encoder):
     from_pil = encoder.embed_images(images)
     np.testing.assert_array_equal(encoder.embed_images(tensors), from_pil)
     np.testing.assert_array_equal(encoder.embed_images(torch.stack(tensors)), from_pil)
+
+
+def test_batches_at_the_input_size_get_open_clips_pixels_bit_for_bit(encoder):
+    images, _, _ = world(4, start=300)
+    batch = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images])
+    expected = torch.stack([inference_transform(encoder.model)(im) for im in images])
+    assert torch.equal(preprocess_images(encoder.model, batch), expected)
 
 
 def test_64px_images_are_resized_by_open_clip_preprocess(encoder):

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.dataset import load_images, read_table
+from pipeline.dataset import decode_pngs, load_images, read_table
 from pipeline.errors import UserError
 from pipeline.ingest import ingest, split_of
 from pipeline.shapes import generate
@@ -164,6 +164,15 @@ def test_shards_do_not_depend_on_worker_count(tmp_path):
     assert shard_bytes(one) == shard_bytes(two)
     ids, images = load_images(one, split="val")
     assert images.shape == (len(ids), 3, 32, 32) and 0 < len(ids) < 100
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
+def test_png_decoding_gives_pils_rgb_pixels(mode):
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8))
+    image = rgb.convert(mode) if mode != "P" else rgb.quantize(16)
+    decoded = decode_pngs([encode(image, "PNG"), encode(image, "PNG")])
+    expected = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+    assert decoded.shape == (2, 3, 9, 7) and (decoded.numpy() == expected).all()
 
 
 def test_killed_run_then_rerun_equals_uninterrupted(tmp_path, params_file):

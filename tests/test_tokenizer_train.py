@@ -19,8 +19,8 @@ from pipeline.vqgan import VQGAN
 def tiny_params(**changes) -> TokenizerParams:
     params = TokenizerParams(
         seed=0, n_codes=16, code_dim=8, ch=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], norm="group",
-        kl_weight=1e-3, tau_start=1.0, tau_end=0.1, tau_steps=6, steps=6, batch_size=4, lr=1e-3,
-        betas=[0.9, 0.99], weight_decay=0.01, warmup_steps=2, grad_clip=1.0, ema_decay=0.0, disc_weight=0.0,
+        recon_loss="l1", kl_weight=1e-3, usage_weight=0.0, tau_start=1.0, tau_end=0.1, tau_steps=6, steps=6,
+        batch_size=4, lr=1e-3, betas=[0.9, 0.99], weight_decay=0.01, warmup_steps=2, grad_clip=1.0, ema_decay=0.0, disc_weight=0.0,
         disc_start=0, perceptual_weights=None, perceptual_weight=1.0, checkpoint_every=2, encode_batch_size=8,
         device="cpu", precision="fp32", compile=False, channels_last=False)
     return dataclasses.replace(params, **changes)
@@ -105,8 +105,8 @@ def test_checkpoints_keep_the_newest_two(tmp_path) -> None:
 
 # --- training and resume ---------------------------------------------------------------
 
-@pytest.mark.parametrize("changes", [{}, {"ema_decay": 0.9, "disc_weight": 0.5, "disc_start": 1}],
-                         ids=["plain", "ema+gan"])
+@pytest.mark.parametrize("changes", [{}, {"ema_decay": 0.9, "disc_weight": 0.5, "disc_start": 1},
+                                     {"recon_loss": "mse", "usage_weight": 0.1}], ids=["plain", "ema+gan", "mse+usage"])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, changes) -> None:
     params, data, val = tiny_params(**changes), images(20), images(4, seed=1)
     whole = train_tokenizer(params, data, tmp_path / "whole", val, log_every=1, progress=False)
@@ -118,7 +118,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, changes) -> N
     assert weights_equal(whole.model, resumed.model)
     assert whole.history == resumed.history and whole.val_history == resumed.val_history
     assert [row["step"] for row in whole.history] == list(range(1, 7))
-    assert {"loss", "recon", "kl", "tau", "lr", "usage"} <= whole.history[0].keys()
+    assert {"loss", "recon", "kl", "usage_deficit", "tau", "lr", "usage"} <= whole.history[0].keys()
     taus = [row["tau"] for row in whole.history]
     assert taus == sorted(taus, reverse=True)
 

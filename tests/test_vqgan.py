@@ -90,6 +90,19 @@ def test_kl_to_uniform_is_zero_for_flat_and_log_k_for_one_hot() -> None:
     assert quantizer.kl_to_uniform(peaked).item() == pytest.approx(math.log(k), rel=1e-5)
 
 
+def test_usage_deficit_rewards_spreading_positions_over_codes() -> None:
+    quantizer = tiny().quantizer
+    k = quantizer.n_codes
+    one_code = torch.full((2, k, 4, 4), -1e4)
+    one_code[:, 3] = 0
+    assert quantizer.usage_deficit(one_code).item() == pytest.approx(math.log(k), rel=1e-5)
+    # every position sure of its code (KL to uniform is maximal) but the batch uses all K equally
+    spread = torch.full((k, k, 1, 1), -1e4)
+    spread[torch.arange(k), torch.arange(k)] = 0
+    assert quantizer.usage_deficit(spread).abs().item() < 1e-5
+    assert quantizer.kl_to_uniform(spread).item() == pytest.approx(math.log(k), rel=1e-5)
+
+
 def test_tau_schedule_endpoints_and_monotone_decay() -> None:
     taus = [tau_at(s, 0.9, 0.05, 100) for s in range(0, 150)]
     assert taus[0] == pytest.approx(0.9) and taus[100] == pytest.approx(0.05) and taus[-1] == pytest.approx(0.05)
