@@ -4,8 +4,10 @@ The bare loop gets open_clip-preprocessed pixels that are already in memory and 
 network; the stage path reads the ingest shards, decodes the PNGs, preprocesses, embeds,
 normalises and writes the Parquet cache. The difference is the stage's I/O overhead.
 Weights do not change the cost, so the model is randomly initialised (no download).
+``--limit N`` runs both paths on the first N images (one temporary ingest shard), which keeps
+a large model such as ViT-B-32-quickgelu affordable on a CPU.
 
-Usage: python bench/embed.py [--ingest data/ingest] [--model shapes-clip-tiny] [--batch-size 256]
+Usage: python bench/embed.py [--ingest data/ingest] [--model shapes-clip-tiny] [--batch-size 256] [--limit N]
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import time
 from pathlib import Path
 
 import open_clip
+import pyarrow.parquet as pq
 import torch
 
-from pipeline.cache import cache_ingest_shards
+from pipeline.cache import SHARD_PATTERN, cache_ingest_shards
 from pipeline.clip import ClipEncoder, preprocess_images
-from pipeline.dataset import load_images
+from pipeline.dataset import load_images, read_table
 from pipeline.device import resolve_device
 
 
@@ -30,11 +33,21 @@ def main() -> None:
     parser.add_argument("--model", default="shapes-clip-tiny")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     args = parser.parse_args()
     device = resolve_device(args.device)
     encoder = ClipEncoder.load(args.model, None, batch_size=args.batch_size, device=args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        ingest = args.ingest
+        if args.limit is not None:
+            ingest = Path(tmp) / "ingest"
+            ingest.mkdir()
+            pq.write_table(read_table(args.ingest).slice(0, args.limit), ingest / SHARD_PATTERN.format(0))
+        run(encoder, ingest, args, device, Path(tmp))
 
-    _, images = load_images(args.ingest)
+
+def run(encoder: ClipEncoder, ingest: Path, args: argparse.Namespace, device: torch.device, tmp: Path) -> None:
+    _, images = load_images(ingest)
     pixels = preprocess_images(encoder.model, images)
     with torch.inference_mode():
         encoder.model.encode_image(pixels[:args.batch_size].to(device))  # warm-up
@@ -45,11 +58,10 @@ def main() -> None:
             torch.cuda.synchronize()
         bare = time.perf_counter() - start
 
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        rows = cache_ingest_shards(args.ingest, Path(tmp) / "embeddings", "embedding", encoder.embed_images,
-                                   {"model": args.model}, desc="embed")
-        stage = time.perf_counter() - start
+    start = time.perf_counter()
+    rows = cache_ingest_shards(ingest, tmp / "embeddings", "embedding", encoder.embed_images,
+                               {"model": args.model}, desc="embed")
+    stage = time.perf_counter() - start
 
     print(f"\nembed of {rows} images, {args.model}, batch {args.batch_size}, {device} "
           f"(torch {torch.__version__}, open_clip {open_clip.__version__}, {torch.get_num_threads()} threads)")
