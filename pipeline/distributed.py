@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.nn.functional import all_reduce as all_reduce_with_grad
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.errors import UserError
@@ -101,6 +102,15 @@ def mean(x: torch.Tensor) -> torch.Tensor:
     total = x.detach().to(_comm_device(), copy=True)
     dist.all_reduce(total)
     return (total / world()).to(x.device)
+
+
+def mean_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """The average of ``x`` over the ranks, differentiable: the gradient of a loss of it reaches
+    every rank's own ``x``, and after DDP's averaging equals one process's on the global batch.
+    For losses of a batch statistic, such as the tokenizer's code usage."""
+    if world() == 1:
+        return x
+    return (all_reduce_with_grad(x.to(_comm_device())) / world()).to(x.device)
 
 
 def gather(x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,8 @@ from pipeline.training import (EMA, Prefetcher, batch_indices, clip_gradients, l
                                load_latest_checkpoint, lr_at, make_adamw, save_checkpoint, seed_everything, set_lr,
                                step_generator)
 from pipeline.vqgan import (VQGAN, PerceptualLoss, adaptive_gan_weight, build_vqgan, discriminator_for,
-                            gumbel_noise, hinge_d_loss, hinge_g_loss, tau_at, to_model_range, to_uint8)
+                            gumbel_noise, hinge_d_loss, hinge_g_loss, tau_at, to_model_range, to_uint8,
+                            usage_deficit)
 
 VAL_SUBSET = 256  # images scored at each checkpoint to track the hard (argmax) path
 
@@ -229,9 +230,10 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
             out = net(x, torch.tensor(tau, device=device), noise)  # tau as a tensor: no recompile per step
             error = x - out.recon
             recon_loss = error.abs().mean() if params.recon_loss == "l1" else error.square().mean()
-            loss = recon_loss + params.kl_weight * out.kl + params.usage_weight * out.usage_deficit
+            deficit = usage_deficit(distributed.mean_with_grad(out.code_mean))
+            loss = recon_loss + params.kl_weight * out.kl + params.usage_weight * deficit
             logged: dict[str, Any] = {"recon": recon_loss.detach(), "kl": out.kl.detach(),
-                                      "usage_deficit": out.usage_deficit.detach()}
+                                      "usage_deficit": deficit.detach()}
             if perceptual is not None:
                 p_loss = perceptual(x, out.recon)
                 loss = loss + params.perceptual_weight * p_loss

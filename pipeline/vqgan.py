@@ -187,19 +187,24 @@ class GumbelQuantizer(nn.Module):
         log_q = F.log_softmax(logits, dim=1)
         return (log_q.exp() * (log_q + math.log(self.n_codes))).sum(1).mean()
 
-    def usage_deficit(self, logits: torch.Tensor) -> torch.Tensor:
-        """log K - entropy of the code distribution averaged over the batch and positions: 0 when
-        the batch uses every code equally. Unlike the per-position KL it rewards spreading
-        positions over different codes, which keeps the codebook from collapsing."""
-        mean_q = F.softmax(logits, dim=1).mean((0, 2, 3))
-        return math.log(self.n_codes) + (mean_q * mean_q.clamp_min(1e-12).log()).sum()
+    def code_mean(self, logits: torch.Tensor) -> torch.Tensor:
+        """The batch's average soft assignment over the K codes, (K,): see usage_deficit."""
+        return F.softmax(logits, dim=1).mean((0, 2, 3))
+
+
+def usage_deficit(code_mean: torch.Tensor) -> torch.Tensor:
+    """log K - entropy of the average code distribution: 0 when the batch uses every code
+    equally. Unlike the per-position KL it rewards spreading positions over different codes,
+    which keeps the codebook from collapsing. Under DDP, average ``code_mean`` over the ranks
+    first (distributed.mean_with_grad) so that it is the global batch's."""
+    return math.log(len(code_mean)) + (code_mean * code_mean.clamp_min(1e-12).log()).sum()
 
 
 @dataclass
 class VQOutput:
     recon: torch.Tensor  # (B, 3, H, W) in about [-1, 1]
     kl: torch.Tensor  # scalar KL to the uniform prior (unweighted)
-    usage_deficit: torch.Tensor  # scalar, see GumbelQuantizer.usage_deficit
+    code_mean: torch.Tensor  # (K,) the batch's average soft code assignment, see usage_deficit
     codes: torch.Tensor  # (B, h, w) argmax codes, for usage statistics
 
 
@@ -224,7 +229,7 @@ class VQGAN(nn.Module):
         ``noise``: the Gumbel noise (B, K, h, w), when the caller draws it (see gumbel_noise)."""
         logits = self.quantizer.logits(self.encoder(images))
         z = self.quantizer.mix(self.quantizer.soft_one_hot(logits, tau, noise))
-        return VQOutput(self.decoder(z), self.quantizer.kl_to_uniform(logits), self.quantizer.usage_deficit(logits),
+        return VQOutput(self.decoder(z), self.quantizer.kl_to_uniform(logits), self.quantizer.code_mean(logits),
                         logits.argmax(1))
 
     @torch.no_grad()

@@ -19,7 +19,8 @@ from pipeline.tokenizer_train import train_tokenizer
 from tests.test_diffusion_train import tiny_params as tiny_train_params
 from tests.test_tokenizer_train import images, tiny_params as tiny_tokenizer_params
 
-TOKENIZER = {"ema_decay": 0.9, "disc_weight": 0.5, "disc_start": 1}  # exercises EMA, the GAN and its DDP
+# exercises EMA, the GAN and its DDP, and the code-usage term, a loss of a global-batch statistic
+TOKENIZER = {"ema_decay": 0.9, "disc_weight": 0.5, "disc_start": 1, "recon_loss": "mse", "usage_weight": 0.5}
 TRAIN = {"train.steps": 30, "train.checkpoint_every": 100}
 
 

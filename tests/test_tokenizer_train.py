@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -155,7 +156,7 @@ def test_reconstruction_grid_is_originals_over_reconstructions() -> None:
     model, data = small_model(), images(4)
     grid = reconstruction_grid(model, data, pad=2)
     assert grid.mode == "RGB" and grid.size == (4 * 16 + 5 * 2, 2 * 16 + 3 * 2)
-    pixels = torch.from_numpy(__import__("numpy").asarray(grid))
+    pixels = torch.from_numpy(np.array(grid))
     assert torch.equal(pixels[2:18, 2:18].permute(2, 0, 1), data[0])
     decoded = decode_all(model, encode_all(model, data[:1], 1), 1)[0]
     assert torch.equal(pixels[20:36, 2:18].permute(2, 0, 1), decoded)
