@@ -51,7 +51,7 @@ def main(
     vqgan = load_vqgan(tokenizer, device)
     encoder = load_encoder(settings.clip, clip_dir)
     frame, text_embeddings = read_prompt_embeddings(prompts)
-    conditions = torch.from_numpy(text_embeddings).to(device)
+    conditions = torch.tensor(text_embeddings, device=device)  # a copy: the Arrow view is read-only
 
     def decode(codes: torch.Tensor) -> torch.Tensor:
         return decode_all(vqgan, codes, 256)
