@@ -35,7 +35,7 @@ from pipeline.params import Params, load_params
 from pipeline.sampler import posterior_step
 from pipeline.tokenizer_train import decode_all
 from pipeline.transformer import Transformer, TransformerConfig
-from pipeline.vqgan import build_vqgan
+from pipeline.vqgan import build_vqgan, downsampling_factor
 
 CLIP_DIM = 128  # the shapes CLIP's embedding width; it barely changes the cost
 
@@ -94,8 +94,7 @@ def step_cost(n_codes: int, grid: int, batch: int, steps: int, points: int, repe
 
 def default_sizes(params: Params) -> tuple[int, int]:
     """(K, grid side) of the default experiment: tokenizer codes over the ingest resolution."""
-    factor = 2 ** (len(params.tokenizer.ch_mult) - 1)
-    return params.tokenizer.n_codes, params.ingest.resolution // factor
+    return params.tokenizer.n_codes, params.ingest.resolution // downsampling_factor(params.tokenizer.ch_mult)
 
 
 def sampling_rate(params: Params, prompts: int, repeats: int, device: torch.device) -> list[tuple[str, int, float]]:

@@ -18,6 +18,7 @@ from pipeline.params import load_params
 from pipeline.pseudo_text import pseudo_text
 from pipeline.training import make_adamw
 from pipeline.transformer import Transformer, TransformerConfig, flops_per_step
+from pipeline.vqgan import downsampling_factor
 
 
 def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
@@ -74,7 +75,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     train = params.train
-    k, grid = params.tokenizer.n_codes, params.ingest.resolution // 2 ** (len(params.tokenizer.ch_mult) - 1)
+    k, grid = params.tokenizer.n_codes, params.ingest.resolution // downsampling_factor(params.tokenizer.ch_mult)
     device = resolve_device(train.device)
     peak = matmul_peak(device)
     default = TransformerConfig(n_codes=k, grid_h=grid, grid_w=grid, steps=train.diffusion_steps, clip_dim=256,

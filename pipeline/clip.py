@@ -10,7 +10,6 @@ the weights for that cache.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,8 +21,9 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 from torchvision.transforms.functional import to_pil_image
 
-from pipeline.errors import UserError
+from pipeline.checksum import sha256_file
 from pipeline.device import resolve_device
+from pipeline.errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "clip_configs"
 open_clip.add_model_config(CONFIG_DIR)
@@ -45,14 +45,6 @@ def _how_to_supply(model: str, pretrained: str, problem: str) -> str:
         f"copy {file} to this machine and set clip.pretrained: /path/to/{file} in params.yaml "
         f"(or clip.pretrained: null to train the small offline CLIP)."
     )
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
 
 
 def resolve_weights(model: str, pretrained: str | None) -> tuple[str | None, str]:

@@ -24,6 +24,11 @@ from pipeline.atomic import atomic_file
 from pipeline.params import TokenizerParams
 
 
+def downsampling_factor(ch_mult: list[int]) -> int:
+    """f: every level after the first halves the resolution, so a side of S pixels has S / f codes."""
+    return 2 ** (len(ch_mult) - 1)
+
+
 def tau_at(step: int, tau_start: float, tau_end: float, tau_steps: int) -> float:
     """Gumbel temperature: exponential (geometric) decay from tau_start to tau_end over tau_steps.
 
@@ -136,7 +141,7 @@ class Decoder(nn.Module):
     def __init__(self, code_dim: int, ch: int, ch_mult: list[int], num_res_blocks: int,
                  attn_resolutions: list[int], resolution: int, norm: Norm = "group") -> None:
         super().__init__()
-        res = resolution // 2 ** (len(ch_mult) - 1)
+        res = resolution // downsampling_factor(ch_mult)
         c = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(code_dim, c, 3, padding=1)
         self.mid = _mid(c, res in attn_resolutions, norm)
@@ -215,7 +220,7 @@ class VQGAN(nn.Module):
         self.config = dict(n_codes=n_codes, code_dim=code_dim, ch=ch, ch_mult=list(ch_mult),
                            num_res_blocks=num_res_blocks, attn_resolutions=list(attn_resolutions),
                            resolution=resolution, norm=norm)
-        factor = 2 ** (len(ch_mult) - 1)
+        factor = downsampling_factor(ch_mult)
         if resolution % factor:
             raise ValueError(f"resolution {resolution} is not divisible by the downsampling factor {factor}")
         self.n_codes, self.resolution, self.factor = n_codes, resolution, factor

@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import typer
 
 from pipeline.atomic import atomic_dir, write_json
-from pipeline.clip import ClipEncoder, sha256_file
+from pipeline.checksum import sha256_file
+from pipeline.clip import ClipEncoder
 from pipeline.clip_train import evaluate_clip, save_checkpoint, train_clip
 from pipeline.dataset import decode_pngs, read_table
 from pipeline.embed import TRAINED_CLIP

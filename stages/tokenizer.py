@@ -7,7 +7,7 @@ import typer
 from pipeline import distributed
 from pipeline.atomic import atomic_file, write_json
 from pipeline.cache import cache_ingest_shards
-from pipeline.clip import sha256_file
+from pipeline.checksum import sha256_file
 from pipeline.dataset import load_images
 from pipeline.params import load_params
 from pipeline.tokenizer_train import encode_all, evaluate_tokenizer, reconstruction_grid, train_tokenizer

@@ -10,7 +10,8 @@ import open_clip
 import pytest
 import torch
 
-from pipeline.clip import ClipEncoder, ClipWeightsError, inference_transform, preprocess_images, sha256_file
+from pipeline.checksum import sha256_file
+from pipeline.clip import ClipEncoder, ClipWeightsError, inference_transform, preprocess_images
 from pipeline.clip_train import (NEW_TEMPLATES, TRAIN_TEMPLATES, attribute_combinations, describe,
                                  evaluate_clip, retrieval_accuracy, reword, save_checkpoint, train_clip,
                                  zero_shot_accuracy)
