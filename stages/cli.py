@@ -1,8 +1,16 @@
 """`t2i`: one subcommand per DVC stage."""
 
-import typer
+import os
+import sys
 
-from stages import clip, embed, evaluate, generate, ingest, sample, shapes, tokenizer, train
+# Into a log file (dvc repro > log, CI) a progress bar writes a line every 30 s instead of ten a
+# second. tqdm reads TQDM_* overrides when it is first imported, so this precedes the stages.
+if not sys.stderr.isatty():
+    os.environ.setdefault("TQDM_MININTERVAL", "30")
+
+import typer  # noqa: E402
+
+from stages import clip, embed, evaluate, generate, ingest, sample, shapes, tokenizer, train  # noqa: E402
 
 app = typer.Typer(
     help="Language-free text-to-image training: each command is one DVC stage (see dvc.yaml).",

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -81,3 +82,11 @@ def test_cli_exits_2_and_touches_no_output(params_file, tmp_path):
     assert "Traceback" not in result.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert not (tmp_path / "r.json").exists()
+
+
+def test_progress_bars_write_every_30_s_into_a_log():
+    """stderr not a terminal (dvc repro > log, CI): the stages' tqdm bars are throttled."""
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"}
+    probe = "import io, stages.cli, tqdm; print(tqdm.tqdm(total=1, file=io.StringIO()).mininterval)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env)
+    assert result.stdout.strip() == "30.0", result.stderr
