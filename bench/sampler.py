@@ -30,11 +30,12 @@ from diffusers import VQDiffusionScheduler
 
 from pipeline.device import resolve_device
 from pipeline.diffusion import LOG_ZERO, Schedule, log_posterior, q_sample
+from pipeline.diffusion_train import model_config
 from pipeline.generate import generate_images, settings_from
 from pipeline.params import Params, load_params
 from pipeline.sampler import posterior_step
 from pipeline.tokenizer_train import decode_all
-from pipeline.transformer import Transformer, TransformerConfig
+from pipeline.transformer import Transformer
 from pipeline.vqgan import build_vqgan, downsampling_factor
 
 CLIP_DIM = 128  # the shapes CLIP's embedding width; it barely changes the cost
@@ -102,10 +103,7 @@ def sampling_rate(params: Params, prompts: int, repeats: int, device: torch.devi
     n_codes, grid = default_sizes(params)
     train, sample = params.train, params.sample
     torch.manual_seed(0)
-    cfg = TransformerConfig(n_codes=n_codes, grid_h=grid, grid_w=grid, steps=train.diffusion_steps, clip_dim=CLIP_DIM,
-                            depth=train.depth, width=train.width, heads=train.heads, mlp_ratio=train.mlp_ratio,
-                            mlp=train.mlp)
-    model = Transformer(cfg).to(device).eval()
+    model = Transformer(model_config(train, n_codes, grid, grid, CLIP_DIM)).to(device).eval()
     vqgan = build_vqgan(params.tokenizer, params.ingest.resolution).to(device).eval()
     schedule = Schedule(n_codes, train.diffusion_steps, abar_start=train.abar_range[0], abar_end=train.abar_range[1],
                         gbar_start=train.gbar_range[0], gbar_end=train.gbar_range[1])

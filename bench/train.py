@@ -14,11 +14,14 @@ import torch
 
 from pipeline.device import autocast, resolve_device
 from pipeline.diffusion import Schedule, TimestepSampler, training_loss
+from pipeline.diffusion_train import model_config
 from pipeline.params import load_params
 from pipeline.pseudo_text import pseudo_text
 from pipeline.training import make_adamw
 from pipeline.transformer import Transformer, TransformerConfig, flops_per_step
 from pipeline.vqgan import downsampling_factor
+
+CLIP_DIM = 128  # the shapes CLIP's embedding width (pipeline/clip_configs)
 
 
 def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
@@ -78,9 +81,7 @@ def main() -> None:
     k, grid = params.tokenizer.n_codes, params.ingest.resolution // downsampling_factor(params.tokenizer.ch_mult)
     device = resolve_device(train.device)
     peak = matmul_peak(device)
-    default = TransformerConfig(n_codes=k, grid_h=grid, grid_w=grid, steps=train.diffusion_steps, clip_dim=256,
-                                depth=train.depth, width=train.width, heads=train.heads, mlp_ratio=train.mlp_ratio,
-                                mlp=train.mlp)
+    default = model_config(train, k, grid, grid, CLIP_DIM)
     paper = TransformerConfig(n_codes=4096, grid_h=16, grid_w=16, steps=100, clip_dim=512, depth=24, width=512,
                               heads=16, mlp="conv")
     print(f"device: {device} ({torch.get_num_threads()} CPU threads), torch {torch.__version__}, "

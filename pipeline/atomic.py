@@ -3,6 +3,7 @@ a half-written file or folder that a rerun (or DVC) would trust."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -72,3 +73,11 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Rows as CSV under a header of ``columns`` (the training curves DVC plots)."""
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -63,10 +63,10 @@ def load_training_data(tokens_dir: Path, embeddings_dir: Path, split: str = "tra
                         int(tokens.metadata["n_codes"]), sources)
 
 
-def model_config(params: TrainParams, data: TrainingData) -> TransformerConfig:
-    _, grid_h, grid_w = data.codes.shape
-    return TransformerConfig(n_codes=data.n_codes, grid_h=grid_h, grid_w=grid_w, steps=params.diffusion_steps,
-                             clip_dim=data.embeddings.shape[1], depth=params.depth, width=params.width,
+def model_config(params: TrainParams, n_codes: int, grid_h: int, grid_w: int, clip_dim: int) -> TransformerConfig:
+    """The transformer of ``params`` for a K-code h x w grid and CLIP embeddings of width ``clip_dim``."""
+    return TransformerConfig(n_codes=n_codes, grid_h=grid_h, grid_w=grid_w, steps=params.diffusion_steps,
+                             clip_dim=clip_dim, depth=params.depth, width=params.width,
                              heads=params.heads, mlp_ratio=params.mlp_ratio, mlp=params.mlp)
 
 
@@ -102,7 +102,7 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> 
     """
     device = resolve_device(params.device)
     seed_everything(params.seed)
-    config = model_config(params, data)
+    config = model_config(params, data.n_codes, *data.codes.shape[1:], data.embeddings.shape[1])
     model = Transformer(config).to(device)
     schedule = schedule_for(params, data.n_codes)
     optimizer = make_adamw(model, params.lr, tuple(params.betas), params.weight_decay)

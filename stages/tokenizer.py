@@ -1,11 +1,10 @@
-import csv
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from pipeline import distributed
-from pipeline.atomic import atomic_file, write_json
+from pipeline.atomic import atomic_file, write_csv, write_json
 from pipeline.cache import cache_ingest_shards
 from pipeline.checksum import sha256_file
 from pipeline.dataset import load_images
@@ -13,13 +12,6 @@ from pipeline.params import load_params
 from pipeline.tokenizer_train import encode_all, evaluate_tokenizer, reconstruction_grid, train_tokenizer
 from pipeline.vqgan import save_vqgan
 from stages.common import ParamsOption, user_errors
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    with atomic_file(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 @user_errors
@@ -48,7 +40,7 @@ def main(
             write_json(report, {**{k: round(v, 5) if isinstance(v, float) else v for k, v in figures.items()},
                                 "n_codes": settings.n_codes, "grid": model.grid, "train_images": len(train_images),
                                 "steps": settings.steps, "wall_seconds": round(result.seconds, 1)})
-            write_rows(curves, result.history)
+            write_csv(curves, result.history, list(result.history[0]))
             with atomic_file(grid) as tmp:
                 reconstruction_grid(model, val_images[:16]).save(tmp, format="PNG")
         distributed.barrier()  # the model file exists before every process names the cache after it

@@ -1,11 +1,10 @@
-import csv
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from pipeline import distributed
-from pipeline.atomic import atomic_file, write_json
+from pipeline.atomic import write_csv, write_json
 from pipeline.diffusion_train import (HISTORY_COLUMNS, TrainingData, TrainResult, load_training_data, save_model,
                                       train_diffusion)
 from pipeline.params import TrainParams, load_params
@@ -36,10 +35,7 @@ def main(
 def write_outputs(result: TrainResult, train: TrainParams, data: TrainingData, out: Path, report: Path,
                   curves: Path) -> None:
     save_model(out, result.model, result.config, train, data.sources)
-    with atomic_file(curves) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(result.history)
+    write_csv(curves, result.history, HISTORY_COLUMNS)
     tail = result.history[-10:]  # a few logged batches, not one noisy one
 
     def final(key: str) -> float:
