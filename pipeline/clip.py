@@ -42,7 +42,7 @@ def _how_to_supply(model: str, pretrained: str, problem: str) -> str:
         f"To use them offline, on a machine with internet run\n"
         f"  python -c \"import open_clip, torch; m = open_clip.create_model('{model}', pretrained='{pretrained}'); "
         f"torch.save(m.state_dict(), '{file}')\"\n"
-        f"copy {file} to this machine and set clip.pretrained: /path/to/{file} in params.yaml "
+        f"copy {file} into this repository's weights/ folder and set clip.pretrained: weights/{file} in params.yaml "
         f"(or clip.pretrained: null to train the small offline CLIP)."
     )
 

@@ -9,10 +9,6 @@ weights as an uninterrupted run (see pipeline/training.py for how).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +26,9 @@ from pipeline.diffusion import Schedule, TimestepSampler, denoising_loss, q_samp
 from pipeline.errors import UserError
 from pipeline.params import TrainParams
 from pipeline.pseudo_text import pseudo_text
-from pipeline.training import (EMA, Prefetcher, batch_indices, clip_gradients, load_latest_checkpoint, lr_at,
-                               make_adamw, save_checkpoint, seed_everything, set_lr, step_generator)
+from pipeline.torch_files import load_tensors
+from pipeline.training import (EMA, Prefetcher, batch_indices, clip_gradients, lr_at, make_adamw, resume_state,
+                               run_fingerprint, save_checkpoint, seed_everything, set_lr, step_generator)
 from pipeline.transformer import Transformer, TransformerConfig
 
 HISTORY_COLUMNS = ("step", "loss", "vlb", "aux", "lr", "steps_per_s")
@@ -75,14 +72,6 @@ def schedule_for(params: TrainParams, n_codes: int) -> Schedule:
                     gbar_start=params.gbar_range[0], gbar_end=params.gbar_range[1])
 
 
-def fingerprint(params: TrainParams, data: TrainingData) -> str:
-    """What a checkpoint must match to be resumed: the settings and the cached inputs
-    (not the speed-only ``compile``, nor the number of processes)."""
-    settings = {k: v for k, v in dataclasses.asdict(params).items() if k != "compile"}
-    blob = json.dumps({"params": settings, "sources": data.sources, "n": len(data.codes)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 @dataclass
 class TrainResult:
     model: Transformer  # carries the EMA weights when EMA is on
@@ -90,7 +79,8 @@ class TrainResult:
     history: list[dict[str, float]]
     steps: int
     images_seen: int
-    seconds: float
+    seconds: float  # training wall time, summed over resumed runs
+    start_step: int  # where this call began: 0 fresh, the checkpoint's step when resumed
 
 
 def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> TrainResult:
@@ -109,16 +99,8 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> 
     ema = EMA(model, params.ema_decay) if params.ema_decay > 0 else None
     t_sampler = TimestepSampler(params.diffusion_steps, params.t_min_count, params.t_history_decay)
 
-    key = fingerprint(params, data)
-    state = load_latest_checkpoint(work_dir)
-    distributed.check_same(state["step"] if state else -1,
-                           f"{work_dir}: the newest checkpoint (put it on a filesystem every node sees)")
-    if state is not None and state.get("fingerprint") != key:
-        if distributed.is_main():
-            tqdm.write(f"train: {work_dir} holds checkpoints of other settings or data; starting afresh",
-                       file=sys.stderr)
-            shutil.rmtree(work_dir)
-        state = None
+    key = run_fingerprint(params, {"sources": data.sources, "n": len(data.codes)})
+    state = resume_state(work_dir, key, "train")
     start, history, seconds = 0, [], 0.0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -127,8 +109,6 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> 
             ema.load_state_dict(state["ema"])
         t_sampler.load_state_dict(state["t_sampler"])
         start, history, seconds = state["step"], state["history"], state["seconds"]
-        if distributed.is_main():
-            tqdm.write(f"train: resuming from step {start}", file=sys.stderr)
     net = distributed.wrap(model)
     net = torch.compile(net) if device.type == "cuda" and params.compile else net
 
@@ -169,9 +149,9 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> 
             row = {"step": done, "loss": loss, "vlb": vb.mean().item(), "aux": aux,
                    "lr": optimizer.param_groups[0]["lr"], "steps_per_s": (done - tick_step) / max(now - tick, 1e-9)}
             history.append(row)
-            progress.set_postfix(loss=f"{row['loss']:.3f}", vlb=f"{row['vlb']:.3f}")
+            progress.set_postfix(loss=f"{row['loss']:.3f}", vlb=f"{row['vlb']:.3f}", refresh=False)
             tick, tick_step = now, done
-        if done % params.checkpoint_every == 0 and done < params.steps and distributed.is_main():
+        if (done % params.checkpoint_every == 0 or done == params.steps) and distributed.is_main():
             save_checkpoint(work_dir, done, {
                 "fingerprint": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None, "t_sampler": t_sampler.state_dict(),
@@ -180,7 +160,7 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> 
     if ema is not None:
         ema.copy_to(model)
     model.eval()
-    return TrainResult(model, config, history, params.steps, params.steps * params.batch_size, seconds)
+    return TrainResult(model, config, history, params.steps, params.steps * params.batch_size, seconds, start)
 
 
 def save_model(path: Path, model: Transformer, config: TransformerConfig, params: TrainParams,
@@ -198,7 +178,7 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[Transfor
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no trained diffusion model; run the train stage (`dvc repro train`)")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = load_tensors(path, "diffusion model")
     config = TransformerConfig(**payload["config"])
     model = Transformer(config)
     model.load_state_dict(payload["state_dict"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from pipeline.diffusion import Schedule
 from pipeline.sampler import sample
 
+FULL_T = "full_t"  # the sample stage's subfolder of prompts also sampled with all T steps
 Decode = Callable[[torch.Tensor], torch.Tensor]  # codes (B, h, w) -> uint8 images (B, 3, H, W)
 
 
@@ -81,3 +83,14 @@ def rank_by_cosine(cosine: np.ndarray) -> np.ndarray:
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(cosine.shape[1])[None].repeat(len(cosine), 0), axis=1)
     return ranks
+
+
+def write_pngs(folder: Path, images: torch.Tensor) -> list[str]:
+    """uint8 images (P, N, 3, H, W) -> ``folder/PPPP_NNN.png``; the names, prompt-major."""
+    names = []
+    for p in range(images.shape[0]):
+        for n in range(images.shape[1]):
+            name = f"{p:04d}_{n:03d}.png"
+            Image.fromarray(images[p, n].permute(1, 2, 0).numpy()).save(folder / name, compress_level=6)
+            names.append(name)
+    return names

@@ -11,6 +11,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+              b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
 
 
 class SkipImage(Exception):
@@ -20,6 +22,10 @@ class SkipImage(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Pickle both fields: the default would rebuild it from the one joined message and fail."""
+        return SkipImage, (self.reason, self.detail)
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise SkipImage("too_large", str(error)) from error
     except UnidentifiedImageError as error:
-        raise SkipImage("not_an_image", "not a format Pillow can read") from error
+        raise _unidentified(data) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise SkipImage("corrupt", f"{type(error).__name__}: {error}") from error
     width, height = image.size
@@ -83,6 +89,16 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if width == 0 or height == 0:
         raise SkipImage("corrupt", f"empty {width}x{height} image")
     return image
+
+
+def _unidentified(data: bytes) -> SkipImage:
+    """A file that starts like an image but cannot be opened is damaged, not a non-image."""
+    kind = next((name for magic, name in SIGNATURES.items() if data.startswith(magic)), None)
+    if kind is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        kind = "WebP"
+    if kind is None:
+        return SkipImage("not_an_image", "not a format Pillow can read")
+    return SkipImage("corrupt", f"starts like a {kind} file, but its header cannot be read (cut short or damaged)")
 
 
 def _load(image: Image.Image) -> None:

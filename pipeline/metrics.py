@@ -19,7 +19,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from pipeline.errors import UserError
 from pipeline.shapes import ATTRIBUTES
+from pipeline.torch_files import load_tensors
 
 ImageSet = np.ndarray | torch.Tensor | Sequence[Image.Image] | str | Path
 EMBEDDING_EXTRACTOR = "t2i-embedding"
@@ -155,9 +157,12 @@ def _fidelity_frechet(generated: ImageSet, reference: ImageSet, device: torch.de
 def fid_inception(generated: ImageSet, reference: ImageSet, weights_path: str | Path, reference_split: str,
                   device: torch.device | str = "cpu", batch_size: int = 64) -> dict[str, float | int | str]:
     """FID proper: torch-fidelity's Inception-v3 (TF-compatible) pool features, from a local
-    weights file (nothing is downloaded)."""
+    weights file (nothing is downloaded). torch-fidelity unpickles that file without
+    restriction, so it is first loaded here as tensors only: one that could run code is refused."""
     if not Path(weights_path).is_file():
-        raise FileNotFoundError(f"{weights_path}: Inception weights file not found")
+        raise UserError(f"evaluate.inception_weights: {weights_path} not found; give a local pt_inception weights "
+                        "file or null for the CLIP-space Frechet distance")
+    load_tensors(weights_path, "Inception-v3 weights")
     value, n_gen, n_ref = _fidelity_frechet(
         generated, reference, device, batch_size, feature_extractor="inception-v3-compat",
         feature_layer_fid="2048", feature_extractor_weights_path=str(weights_path))

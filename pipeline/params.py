@@ -3,16 +3,24 @@
 Every key must be present in params.yaml (it is the one place that holds values), and
 every error names the key, the bad value and what is allowed, so a typo never runs a
 stage with a silently different setting.
+
+A key that names a file the user supplies says so (``rule(file=...)``), because DVC must
+see that file as a dependency of the stages that read the key: an ``input`` (always set)
+appears in dvc.yaml as ``${section.key}``; ``weights`` (optional, or an open_clip tag)
+must lie in the weights/ folder, which those stages depend on as a whole, since DVC
+cannot template a dependency from a null. tests/test_dvc_yaml.py checks both.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
@@ -20,13 +28,31 @@ import yaml
 from pipeline.errors import ParamsError
 
 
+WEIGHTS_DIR = "weights"
+UserFile = Literal["input", "weights", "weights_or_tag"]
+
+
 def rule(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
-         lt: float | None = None, help: str = "") -> Any:
-    """A required field with an optional numeric range (applies to list items too)."""
-    return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help})
+         lt: float | None = None, help: str = "", file: UserFile | None = None) -> Any:
+    """A required field with an optional numeric range (applies to list items too); ``file``
+    marks a key that names a user's file (see the module docstring)."""
+    return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help, "file": file})
+
+
+def _weights_location_error(value: str, kind: UserFile) -> str | None:
+    """None when ``value`` is a file under weights/ (or, for weights_or_tag, a tag like 'openai')."""
+    if kind == "weights_or_tag" and not re.search(r"[/\\.]", value):
+        return None
+    path = PurePosixPath(value.replace("\\", "/"))
+    if not path.is_absolute() and path.parts[:1] == (WEIGHTS_DIR,) and ".." not in path.parts:
+        return None
+    return (f"a local weights file must be inside {WEIGHTS_DIR}/, the folder DVC tracks for the stages that read it "
+            f"(so replacing the file reruns them): copy or link it there, e.g. ln -s {os.path.abspath(value)} {WEIGHTS_DIR}/ and "
+            f"set the key to {WEIGHTS_DIR}/{path.name}")
 
 
 Device = Literal["auto", "cpu", "cuda"]
+THREADS_HELP = "torch CPU threads; 0 = the CPUs this process may use"
 Precision = Literal["bf16", "fp32"]
 
 
@@ -41,7 +67,7 @@ class ShapesParams:
 @dataclass(frozen=True)
 class IngestParams:
     """Where the images come from and how they are cleaned."""
-    source: str = rule(help="folder, .zip, .tar(.gz) or .parquet of images")
+    source: str = rule(help="folder, .zip, .tar(.gz) or .parquet of images", file="input")
     labels: str | None = rule(help="CSV with a 'file' column, inside the folder/archive")
     image_column: str = rule(help="bytes column of a Parquet source")
     resolution: int = rule(ge=8, le=1024)
@@ -51,7 +77,7 @@ class IngestParams:
     max_file_mb: float = rule(gt=0)
     max_pixels: int = rule(ge=1)
     background: list[int] = rule(ge=0, le=255, help="RGB behind transparent pixels")
-    workers: int = rule(ge=0, help="0 = every core")
+    workers: int = rule(ge=0, help="decoding processes; 0 = the CPUs this process may use")
 
 
 @dataclass(frozen=True)
@@ -81,11 +107,12 @@ class TokenizerParams:
     ema_decay: float = rule(ge=0, lt=1, help="0 = off")
     disc_weight: float = rule(ge=0, help="0 = no patch-GAN")
     disc_start: int = rule(ge=0)
-    perceptual_weights: str | None = rule(help="local file; null = no perceptual loss")
+    perceptual_weights: str | None = rule(help="local file in weights/; null = no perceptual loss", file="weights")
     perceptual_weight: float = rule(ge=0)
     checkpoint_every: int = rule(ge=1)
     encode_batch_size: int = rule(ge=1)
     device: Device = rule()
+    threads: int = rule(ge=0, help=THREADS_HELP)
     precision: Precision = rule(help="autocast on CUDA; CPU always runs fp32")
     compile: bool = rule(help="torch.compile the model (CUDA only)")
     channels_last: bool = rule(help="NHWC memory layout for the convolutions (CUDA only)")
@@ -109,19 +136,22 @@ class ClipTrainParams:
 class ClipParams:
     """The CLIP encoder (open_clip) and, without pretrained weights, how to train the small one."""
     model: str = rule(help="an open_clip model name, or a config in pipeline/clip_configs")
-    pretrained: str | None = rule(help="open_clip tag (e.g. openai), local checkpoint file, or null = train")
+    pretrained: str | None = rule(help="open_clip tag (e.g. openai), a checkpoint file in weights/, or null = train",
+                                  file="weights_or_tag")
     precision: Literal["fp32", "fp16", "bf16"] = rule(help="used on CUDA; CPU always runs fp32")
     batch_size: int = rule(ge=1, help="embedding batch size")
     eval_images: int = rule(ge=2, help="held-out images scored in reports/clip.json")
     device: Device = rule()
+    threads: int = rule(ge=0, help=THREADS_HELP)
     train: ClipTrainParams = rule()
 
 
 @dataclass(frozen=True)
 class EmbedParams:
     """The evaluation prompts whose CLIP text embeddings are cached with the image embeddings."""
-    prompts: str = rule(help="a CSV with a 'prompt' column, or a text file with one prompt per line")
+    prompts: str = rule(help="a CSV with a 'prompt' column, or a text file with one prompt per line", file="input")
     prompt_prefix: str = rule(help='prepended to every prompt, e.g. "a photograph of "')
+    threads: int = rule(ge=0, help=THREADS_HELP)
 
 
 @dataclass(frozen=True)
@@ -153,6 +183,7 @@ class TrainParams:
     checkpoint_every: int = rule(ge=1)
     log_every: int = rule(ge=1)
     device: Device = rule()
+    threads: int = rule(ge=0, help=THREADS_HELP)
     precision: Precision = rule(help="autocast on CUDA; CPU always runs fp32")
     compile: bool = rule(help="torch.compile the model (CUDA only)")
 
@@ -170,16 +201,19 @@ class SampleParams:
     full_steps_prompts: int = rule(ge=0, help="prompts also sampled with all T steps, to compare")
     rerank: bool = rule(help="order each prompt's samples by CLIP cosine (best first)")
     device: Device = rule()
+    threads: int = rule(ge=0, help=THREADS_HELP)
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     """Frechet distance, CLIPScore and the CLIP-free text-alignment check."""
     reference_images: int = rule(ge=2, help="held-out real images for the Frechet distance")
-    inception_weights: str | None = rule(help="local Inception file -> FID; null -> Frechet in CLIP space")
+    inception_weights: str | None = rule(help="Inception file in weights/ -> FID; null -> Frechet in CLIP space",
+                                         file="weights")
     checker_images: int = rule(ge=1)
     checker_seed: int = rule(ge=0)
     batch_size: int = rule(ge=1)
+    threads: int = rule(ge=0, help=THREADS_HELP)
 
 
 @dataclass(frozen=True)
@@ -269,6 +303,10 @@ class _Validator:
             return value
         if tp is float:
             value = float(value)
+        if tp is str and meta.get("file") in ("weights", "weights_or_tag"):
+            problem = _weights_location_error(value, meta["file"])
+            if problem:
+                self.fail(key, value, problem)
         if tp in (int, float):
             problem = _range_error(value, meta)
             if problem:

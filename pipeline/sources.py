@@ -8,6 +8,8 @@ carries optional label columns keyed by the item's name.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -85,20 +87,60 @@ def _missing_labels(where: str) -> UserError:
     return UserError(f"{where}: labels file not found; set ingest.labels: null for a source without labels")
 
 
+def _entries(folder: Path) -> Iterator[Path]:
+    """Everything under ``folder`` but folders; a link to a folder is an entry, never followed (it may loop)."""
+    try:
+        with os.scandir(folder) as scan:
+            listing = list(scan)
+    except OSError as error:
+        raise UserError(f"ingest.source: cannot list {folder} ({error.strerror}); fix its permissions or remove it, "
+                        f"so that no image is left out unnoticed") from error
+    for entry in listing:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _entries(Path(entry.path))
+        else:
+            yield Path(entry.path)
+
+
+def _not_a_file(mode: int) -> str:
+    """Why a stat mode is not something to read; opening a FIFO would block forever."""
+    if stat.S_ISDIR(mode):
+        return "link to a folder, not followed"
+    kinds = {stat.S_ISFIFO: "FIFO", stat.S_ISSOCK: "socket", stat.S_ISCHR: "character device",
+             stat.S_ISBLK: "block device"}
+    kind = next((name for test, name in kinds.items() if test(mode)), "special file")
+    return f"not a regular file ({kind})"
+
+
+def _folder_item(path: Path, name: str, max_bytes: int) -> SourceItem:
+    """Stat (following links) before opening, so links and special files are skipped with a reason."""
+    try:
+        info = path.stat()
+    except OSError as error:
+        if path.is_symlink():
+            detail = f"link to a missing target {os.readlink(path)!r} ({error.strerror})"
+        else:
+            detail = f"{type(error).__name__}: {error}"
+        return SourceItem(name, None, "unreadable", detail)
+    if not stat.S_ISREG(info.st_mode):
+        return SourceItem(name, None, "unreadable", _not_a_file(info.st_mode))
+    return _item(name, info.st_size, max_bytes, path.read_bytes)
+
+
 def _folder(root: Path, labels_name: str | None, max_bytes: int) -> Source:
     labels = None
-    if labels_name:
-        labels_path = root / labels_name
+    labels_path = root / labels_name if labels_name else None
+    if labels_path:
         if not labels_path.is_file():
             raise _missing_labels(str(labels_path))
         labels = _parse_labels(labels_path.read_bytes(), str(labels_path))
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != labels_name)
+    paths = sorted(p for p in _entries(root) if p != labels_path)
 
     def items() -> Iterator[SourceItem]:
-        for path in files:
-            yield _item(path.relative_to(root).as_posix(), path.stat().st_size, max_bytes, path.read_bytes)
+        for path in paths:
+            yield _folder_item(path, path.relative_to(root).as_posix(), max_bytes)
 
-    return Source(f"folder {root}", len(files), items(), labels)
+    return Source(f"folder {root}", len(paths), items(), labels)
 
 
 def _zip(path: Path, labels_name: str | None, max_bytes: int) -> Source:
@@ -118,12 +160,35 @@ def _zip(path: Path, labels_name: str | None, max_bytes: int) -> Source:
     return Source(f"zip {path}", len(members), items(), labels)
 
 
+def _tar_not_a_file(member: tarfile.TarInfo) -> str:
+    if member.issym() or member.islnk():
+        return f"link to {member.linkname!r}, not a regular file"
+    kinds = {tarfile.FIFOTYPE: "FIFO", tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device"}
+    return f"not a regular file ({kinds.get(member.type, 'special member')})"
+
+
+def _tar_item(archive: tarfile.TarFile, member: tarfile.TarInfo, max_bytes: int) -> SourceItem:
+    """Read through extractfile, which resolves (hard and symbolic) links inside the archive."""
+    try:
+        handle = archive.extractfile(member)
+    except KeyError:
+        return SourceItem(member.name, None, "unreadable", f"link to a missing member {member.linkname!r}")
+    except RecursionError:  # tarfile follows a symlink loop until the stack runs out
+        return SourceItem(member.name, None, "unreadable", f"link loop through {member.linkname!r}")
+    if handle is None:
+        return SourceItem(member.name, None, "unreadable", _tar_not_a_file(member))
+    with handle:
+        size = handle.seek(0, io.SEEK_END)  # a link's own header says 0 bytes
+        handle.seek(0)
+        return _item(member.name, size, max_bytes, handle.read)
+
+
 def _tar(path: Path, labels_name: str | None, max_bytes: int) -> Source:
     with tarfile.open(path) as archive:  # one pass for the index and the labels
-        members = [m for m in archive.getmembers() if m.isfile()]
+        members = [m for m in archive.getmembers() if not m.isdir()]
         labels = None
         if labels_name:
-            label_member = next((m for m in members if m.name == labels_name), None)
+            label_member = next((m for m in members if m.name == labels_name and m.isfile()), None)
             if label_member is None:
                 raise _missing_labels(f"{path}:{labels_name}")
             labels = _parse_labels(archive.extractfile(label_member).read(), f"{path}:{labels_name}")
@@ -132,7 +197,7 @@ def _tar(path: Path, labels_name: str | None, max_bytes: int) -> Source:
     def items() -> Iterator[SourceItem]:
         with tarfile.open(path) as archive:
             for member in members:
-                yield _item(member.name, member.size, max_bytes, lambda m=member: archive.extractfile(m).read())
+                yield _tar_item(archive, member, max_bytes)
 
     return Source(f"tar {path}", len(members), items(), labels)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,8 @@ from pipeline import distributed
 from pipeline import image_metrics as metrics
 from pipeline.device import autocast, resolve_device
 from pipeline.params import TokenizerParams
-from pipeline.training import (EMA, Prefetcher, batch_indices, clip_gradients, list_checkpoints,
-                               load_latest_checkpoint, lr_at, make_adamw, save_checkpoint, seed_everything, set_lr,
-                               step_generator)
+from pipeline.training import (EMA, Prefetcher, batch_indices, clip_gradients, lr_at, make_adamw, resume_state,
+                               run_fingerprint, save_checkpoint, seed_everything, set_lr, step_generator)
 from pipeline.vqgan import (VQGAN, PerceptualLoss, adaptive_gan_weight, build_vqgan, discriminator_for,
                             gumbel_noise, hinge_d_loss, hinge_g_loss, tau_at, to_model_range, to_uint8,
                             usage_deficit)
@@ -39,14 +38,13 @@ class TrainResult:
     history: list[dict[str, float]]  # one row per log window: step, loss, recon, kl, tau, lr, usage, ...
     val_history: list[dict[str, float]] = field(default_factory=list)  # step, psnr, usage at checkpoints
     seconds: float = 0.0  # training wall time, summed over resumed runs
+    start_step: int = 0  # where this call began: 0 fresh, the checkpoint's step when resumed
 
 
-def _fingerprint(params: TokenizerParams, images: torch.Tensor) -> dict[str, Any]:
+def _fingerprint(params: TokenizerParams, images: torch.Tensor) -> str:
     """What a checkpoint must match to be resumed: the settings that change the result, and the data."""
-    ignored = {"device", "checkpoint_every", "encode_batch_size", "compile", "channels_last"}
-    settings = {k: v for k, v in asdict(params).items() if k not in ignored}
     digest = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
-    return {"params": settings, "shape": list(images.shape), "sha256": digest}
+    return run_fingerprint(params, {"shape": list(images.shape), "sha256": digest})
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -168,14 +166,7 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
 
     result = TrainResult(model, [])
     step = 0
-    checkpoint = load_latest_checkpoint(work_dir)
-    distributed.check_same(checkpoint["step"] if checkpoint else -1,
-                           f"{work_dir}: the newest checkpoint (put it on a filesystem every node sees)")
-    if checkpoint is not None and checkpoint["fingerprint"] != fingerprint:
-        if distributed.is_main():
-            for stale in list_checkpoints(work_dir):
-                stale.unlink()
-        checkpoint = None
+    checkpoint = resume_state(work_dir, fingerprint, "tokenizer")
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -186,6 +177,7 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
             disc_opt.load_state_dict(checkpoint["disc_optimizer"])
         result.history, result.val_history = checkpoint["history"], checkpoint["val_history"]
         result.seconds, step = checkpoint["seconds"], checkpoint["step"]
+    start = step
     net = distributed.wrap(model)
     net = torch.compile(net) if cuda and params.compile else net
     disc_net = distributed.wrap(disc) if disc else None
@@ -268,7 +260,7 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
         if step % log_every == 0 or step == params.steps:
             row = window.row(step)
             result.history.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", tau=f"{tau:.3f}", usage=f"{row['usage']:.2f}")
+            bar.set_postfix(loss=f"{row['loss']:.4f}", tau=f"{tau:.3f}", usage=f"{row['usage']:.2f}", refresh=False)
             window = _Window(params.n_codes)
         if step % params.checkpoint_every == 0 or step == params.steps:
             result.seconds += time.perf_counter() - started
@@ -279,4 +271,4 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
     bar.close()
     if ema:
         ema.copy_to(model)
-    return TrainResult(model.eval(), result.history, result.val_history, result.seconds)
+    return TrainResult(model.eval(), result.history, result.val_history, result.seconds, start)

@@ -6,13 +6,22 @@ same thread count). That needs (1) a data order and (2) noise that are pure func
 (seed, step), so they need no saved state at all, and (3) the learning rate computed from
 the step, not kept in a scheduler object. (1) and (2) are also what lets N processes
 train the model one process would (pipeline/distributed.py).
+
+Both trainers also checkpoint at the last step, so rerunning a finished run reloads it
+instead of training again, and both resume only a checkpoint whose ``run_fingerprint``
+matches: the settings that change what is computed and the data, never how the steps run
+(device, precision, compile, threads) or how often they log and save.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import random
 import re
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.atomic import atomic_file
+from pipeline.torch_files import load_tensors
 
 
 def seed_everything(seed: int) -> None:
@@ -155,6 +167,40 @@ class EMA:
         model.load_state_dict(self.shadow)
 
 
+# settings that change how a run executes or reports, not the weights it computes
+HOW_IT_RUNS = frozenset({"device", "precision", "compile", "channels_last", "threads", "checkpoint_every",
+                         "log_every", "encode_batch_size"})
+
+
+def run_fingerprint(params: Any, data: dict[str, Any]) -> str:
+    """What a checkpoint must match to be resumed: ``params`` (a section dataclass) less
+    HOW_IT_RUNS, and ``data``, a JSON-able description of the inputs."""
+    settings = {k: v for k, v in dataclasses.asdict(params).items() if k not in HOW_IT_RUNS}
+    blob = json.dumps({"params": settings, "data": data}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def resume_state(work_dir: Path, fingerprint: str, name: str) -> dict[str, Any] | None:
+    """The newest checkpoint in ``work_dir`` if it was made with ``fingerprint``, else None.
+
+    Checkpoints of other settings or data are deleted (rank 0), never resumed; every rank
+    must see the same newest checkpoint. ``name`` labels the messages."""
+    work_dir = Path(work_dir)
+    state = load_latest_checkpoint(work_dir)
+    distributed.check_same(state["step"] if state else -1,
+                           f"{work_dir}: the newest checkpoint (put it on a filesystem every node sees)")
+    if state is not None and state.get("fingerprint") != fingerprint:
+        if distributed.is_main():
+            tqdm.write(f"{name}: {work_dir} holds checkpoints of other settings or data; starting afresh",
+                       file=sys.stderr)
+            for stale in list_checkpoints(work_dir):
+                stale.unlink()
+        return None
+    if state is not None and distributed.is_main():
+        tqdm.write(f"{name}: resuming from step {state['step']}", file=sys.stderr)
+    return state
+
+
 _CKPT = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -187,4 +233,4 @@ def load_latest_checkpoint(work_dir: Path) -> dict[str, Any] | None:
     paths = list_checkpoints(work_dir)
     if not paths:
         return None
-    return torch.load(paths[-1], map_location="cpu", weights_only=False)
+    return load_tensors(paths[-1], "training checkpoint")

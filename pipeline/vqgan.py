@@ -21,7 +21,9 @@ import torch.nn.functional as F
 
 from pipeline import distributed
 from pipeline.atomic import atomic_file
+from pipeline.errors import UserError
 from pipeline.params import TokenizerParams
+from pipeline.torch_files import load_tensors
 
 
 def downsampling_factor(ch_mult: list[int]) -> int:
@@ -262,7 +264,9 @@ def save_vqgan(model: VQGAN, path: str | Path) -> None:
 
 
 def load_vqgan(path: str | Path, device: torch.device | str = "cpu") -> VQGAN:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no trained tokenizer; run the tokenizer stage (`dvc repro tokenizer`)")
+    saved = load_tensors(path, "tokenizer model")
     model = VQGAN(**saved["config"])
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval()
@@ -351,7 +355,7 @@ class PerceptualLoss(nn.Module):
             raise FileNotFoundError(
                 f"perceptual_weights: {path} not found; give a local torchvision VGG16 state_dict file "
                 "or set perceptual_weights: null (weights are never downloaded)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path, "VGG16 state_dict")
         self.features = vgg16_features()
         self.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
                                        if k.startswith("features.")})

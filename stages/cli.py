@@ -4,9 +4,11 @@ import os
 import sys
 
 # Into a log file (dvc repro > log, CI) a progress bar writes a line every 30 s instead of ten a
-# second. tqdm reads TQDM_* overrides when it is first imported, so this precedes the stages.
+# second; its monitor thread, which forces a refresh after maxinterval, waits as long. tqdm reads
+# TQDM_* overrides when it is first imported, so this precedes the stages.
 if not sys.stderr.isatty():
     os.environ.setdefault("TQDM_MININTERVAL", "30")
+    os.environ.setdefault("TQDM_MAXINTERVAL", os.environ["TQDM_MININTERVAL"])
 
 import typer  # noqa: E402
 

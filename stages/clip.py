@@ -10,6 +10,7 @@ from pipeline.checksum import sha256_file
 from pipeline.clip import ClipEncoder
 from pipeline.clip_train import evaluate_clip, save_checkpoint, train_clip
 from pipeline.dataset import decode_pngs, read_table
+from pipeline.device import use_threads
 from pipeline.embed import TRAINED_CLIP
 from pipeline.errors import UserError
 from pipeline.params import load_params
@@ -45,6 +46,7 @@ def main(
 ) -> None:
     """Train the small offline CLIP on the shapes captions (a no-op with a pretrained CLIP)."""
     clip = load_params(params).clip
+    use_threads(clip.threads)
     with atomic_dir(out) as tmp:
         if clip.pretrained is not None:
             (tmp / "PRETRAINED").write_text(f"{clip.model} {clip.pretrained}\n")

@@ -5,6 +5,7 @@ import typer
 
 from pipeline import distributed
 from pipeline.cache import cache_ingest_shards
+from pipeline.device import use_threads
 from pipeline.embed import load_encoder, write_prompt_embeddings
 from pipeline.params import load_params
 from pipeline.prompts import load_prompts
@@ -25,6 +26,7 @@ def main(
 ) -> None:
     """Cache CLIP image embeddings of every image and text embeddings of the prompts."""
     settings = load_params(params)
+    use_threads(settings.embed.threads)
     worker, workers = parse_shard(shard) if shard is not None else distributed.launched()
     encoder = load_encoder(settings.clip, clip_dir)
     metadata = {"model": encoder.model_name, "checkpoint": encoder.checkpoint_id}

@@ -7,15 +7,16 @@ import typer
 from pipeline.atomic import write_json
 from pipeline.cache import read_vectors
 from pipeline.dataset import decode_pngs, read_table
+from pipeline.device import use_threads
 from pipeline.embed import load_encoder
 from pipeline.evaluate import clip_score_summary, frechet, load_samples, scrambled_grids, text_alignment
+from pipeline.generate import FULL_T
 from pipeline.params import load_params
 from pipeline.report_html import build_report
 from pipeline.shapes import ATTRIBUTES
 from pipeline.tokenizer_train import decode_all
 from pipeline.vqgan import load_vqgan
 from stages.common import ParamsOption, user_errors
-from stages.sample import FULL_T
 
 
 @user_errors
@@ -32,6 +33,7 @@ def main(
     """Score the samples: Frechet distance, CLIPScore, text alignment; write the HTML report."""
     settings = load_params(params)
     evaluate = settings.evaluate
+    use_threads(evaluate.threads)
     encoder = load_encoder(settings.clip, clip_dir)
     index, images = load_samples(samples)
     reference_table = read_table(ingest, None, "val").slice(0, evaluate.reference_images)

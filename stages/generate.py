@@ -4,15 +4,14 @@ from typing import Annotated
 import torch
 import typer
 
-from pipeline.device import resolve_device
+from pipeline.device import resolve_device, use_threads
 from pipeline.diffusion_train import load_model
 from pipeline.embed import load_encoder
-from pipeline.generate import generate_images, settings_from
+from pipeline.generate import generate_images, settings_from, write_pngs
 from pipeline.params import load_params
 from pipeline.tokenizer_train import decode_all
 from pipeline.vqgan import load_vqgan
 from stages.common import ParamsOption, user_errors
-from stages.sample import write_pngs
 
 
 @user_errors
@@ -27,7 +26,11 @@ def main(
     clip_dir: Annotated[Path, typer.Option("--clip")] = Path("models/clip"),
 ) -> None:
     """Generate images for one prompt with the trained model (not a DVC stage)."""
+    if not prompt.strip():
+        raise typer.BadParameter("the prompt is empty; give the text to draw, e.g. 'a red circle on the left'",
+                                 param_hint="PROMPT")
     settings = load_params(params)
+    use_threads(settings.sample.threads)
     device = resolve_device(settings.sample.device)
     model, schedule, _ = load_model(model_path, device)
     vqgan = load_vqgan(tokenizer, device)

@@ -3,32 +3,18 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import pandas as pd
 import torch
 import typer
-from PIL import Image
 
 from pipeline.atomic import atomic_dir, write_json
-from pipeline.device import resolve_device
+from pipeline.device import resolve_device, use_threads
 from pipeline.diffusion_train import load_model
 from pipeline.embed import load_encoder, read_prompt_embeddings
-from pipeline.generate import contact_sheet, generate_images, rank_by_cosine, settings_from
+from pipeline.generate import FULL_T, contact_sheet, generate_images, rank_by_cosine, settings_from, write_pngs
 from pipeline.params import load_params
 from pipeline.tokenizer_train import decode_all
 from pipeline.vqgan import load_vqgan
 from stages.common import ParamsOption, user_errors
-
-FULL_T = "full_t"
-
-
-def write_pngs(folder: Path, images: torch.Tensor) -> list[str]:
-    names = []
-    for p in range(images.shape[0]):
-        for n in range(images.shape[1]):
-            name = f"{p:04d}_{n:03d}.png"
-            Image.fromarray(images[p, n].permute(1, 2, 0).numpy()).save(folder / name, compress_level=6)
-            names.append(name)
-    return names
 
 
 @user_errors
@@ -46,6 +32,7 @@ def main(
     """Sample images for every evaluation prompt from its CLIP text embedding."""
     settings = load_params(params)
     sample = settings.sample
+    use_threads(sample.threads)
     device = resolve_device(sample.device)
     model, schedule, _ = load_model(model_path, device)
     vqgan = load_vqgan(tokenizer, device)

@@ -8,6 +8,7 @@ from pipeline.atomic import atomic_file, write_csv, write_json
 from pipeline.cache import cache_ingest_shards
 from pipeline.checksum import sha256_file
 from pipeline.dataset import load_images
+from pipeline.device import use_threads
 from pipeline.params import load_params
 from pipeline.tokenizer_train import encode_all, evaluate_tokenizer, reconstruction_grid, train_tokenizer
 from pipeline.vqgan import save_vqgan
@@ -29,6 +30,7 @@ def main(
     data-parallel over the processes (rank 0 writes the model and reports, all encode the cache)."""
     config = load_params(params)
     settings = config.tokenizer
+    use_threads(settings.threads)
     _, train_images = load_images(ingest, "train")
     _, val_images = load_images(ingest, "val")
     with distributed.process_group(config.distributed.backend):

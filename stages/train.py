@@ -5,6 +5,7 @@ import typer
 
 from pipeline import distributed
 from pipeline.atomic import write_csv, write_json
+from pipeline.device import use_threads
 from pipeline.diffusion_train import (HISTORY_COLUMNS, TrainingData, TrainResult, load_training_data, save_model,
                                       train_diffusion)
 from pipeline.params import TrainParams, load_params
@@ -25,6 +26,7 @@ def main(
     """Train the VQ-Diffusion transformer on pseudo text embeddings (no captions); under torchrun,
     data-parallel over the processes (rank 0 writes)."""
     settings = load_params(params)
+    use_threads(settings.train.threads)
     data = load_training_data(tokens, embeddings)
     with distributed.process_group(settings.distributed.backend):
         result = train_diffusion(settings.train, data, work)

@@ -21,16 +21,25 @@ def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
     return buffer.getvalue()
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_header(width: int, height: int, depth: int) -> bytes:
+    return PNG_SIGNATURE + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 2, 0, 0, 0))
+
+
 def png_rgb16(width: int = 20, height: int = 16) -> bytes:
     """A 48-bit RGB PNG written by hand (Pillow cannot write one)."""
     values = (np.arange(width * height * 3, dtype=np.uint16).reshape(height, width, 3) * 97).astype(">u2")
     raw = b"".join(b"\x00" + row.tobytes() for row in values)
+    return _png_header(width, height, 16) + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+HTML_PAGE = b"<!DOCTYPE html>\n<html><head><title>photo.jpg</title></head><body><p>Not found</p></body></html>\n"
 
 
 def good_files() -> dict[str, bytes]:
@@ -68,4 +77,6 @@ def broken_files() -> dict[str, tuple[bytes, str]]:
         "truncated.png": (png[: len(png) // 2], "truncated"),
         "corrupt.png": (png[:100] + bytes(b ^ 0xFF for b in png[100:300]) + png[300:], "corrupt"),
         "copy-of-a.bmp": (encode(Image.fromarray(pattern(seed=0)), "BMP"), "duplicate"),
+        "saved-page.jpg": (HTML_PAGE, "not_an_image"),
+        "header-only.png": (_png_header(64, 64, 8), "corrupt"),  # signature and IHDR, then nothing
     }

@@ -54,7 +54,7 @@ def test_pretrained_tag_offline_is_one_clear_error(monkeypatch, tmp_path):
     # The machine is offline anyway; offline mode and an empty cache make the failure immediate.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(ClipWeightsError, match="clip.pretrained: /path/to/ViT-B-32-quickgelu-openai.pt"):
+    with pytest.raises(ClipWeightsError, match="clip.pretrained: weights/ViT-B-32-quickgelu-openai.pt"):
         ClipEncoder.load("ViT-B-32-quickgelu", "openai", device="cpu")
 
 

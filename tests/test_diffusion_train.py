@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import torch
 from pipeline.cache import SHARD_PATTERN, vectors_table, write_table
 from pipeline.diffusion_train import load_model, load_training_data, train_diffusion
 from pipeline.errors import UserError
+from pipeline.torch_files import UnsafeFileError
+from pipeline.training import list_checkpoints, load_latest_checkpoint
 from tests.conftest import REPO, make_params
 
 TINY = {"train.depth": 1, "train.width": 32, "train.heads": 2, "train.diffusion_steps": 10, "train.steps": 120,
@@ -103,3 +106,50 @@ def test_changed_settings_do_not_resume_old_checkpoints(tmp_path):
     assert list((tmp_path / "work").glob("step-*.pt"))
     result = train_diffusion(tiny_params(**{"train.steps": 30, "train.lr": 1e-3}), data, tmp_path / "work")
     assert result.history[0]["step"] == 5
+
+
+def test_a_finished_run_reloads_and_logging_changes_resume(tmp_path):
+    torch.set_num_threads(1)
+    root = write_caches(tmp_path)
+    data = load_training_data(root / "tokens", root / "embeddings")
+    params = tiny_params(**{"train.steps": 30})
+    whole = train_diffusion(params, data, tmp_path / "work")
+    assert [p.name for p in list_checkpoints(tmp_path / "work")] == ["step-00000020.pt", "step-00000030.pt"]
+    again = train_diffusion(params, data, tmp_path / "work")
+    assert again.start_step == 30 and again.history == whole.history  # reloaded, not trained again
+    assert weights_equal(whole.model, again.model)
+
+    list_checkpoints(tmp_path / "work")[-1].unlink()  # as if killed between steps 20 and 30
+    changed = tiny_params(**{"train.steps": 30, "train.log_every": 2, "train.checkpoint_every": 7,
+                             "train.threads": 2, "train.precision": "fp32"})
+    resumed = train_diffusion(changed, data, tmp_path / "work")
+    assert resumed.start_step == 20
+    assert weights_equal(whole.model, resumed.model)
+    assert [row["step"] for row in resumed.history][-5:] == [22, 24, 26, 28, 30]
+
+
+def test_a_model_file_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save({"config": {}, "state_dict": RunsCode(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(UnsafeFileError, match="evil.pt.*refused"):
+        load_model(tmp_path / "evil.pt")
+    (tmp_path / "work").mkdir()
+    torch.save({"step": 1, "fingerprint": "x", "model": RunsCode(marker)}, tmp_path / "work" / "step-00000001.pt")
+    with pytest.raises(UnsafeFileError, match="step-00000001.pt"):
+        load_latest_checkpoint(tmp_path / "work")
+    assert not marker.exists()
+
+
+class RunsCode:
+    """Unpickling this writes a file: what a hostile model file could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def weights_equal(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -15,11 +15,13 @@ from tests.conftest import REPO
 from tests.test_cache import write_ingest
 
 
-def test_same_inputs_give_the_same_cache_bytes(tmp_path, params_file):
+def test_same_inputs_give_the_same_cache_bytes(tmp_path, params_file, monkeypatch):
     torch.manual_seed(0)
-    save_checkpoint(open_clip.create_model("shapes-clip-tiny"), tmp_path / "clip.pt")
+    monkeypatch.chdir(tmp_path)  # a repository whose weights/ folder holds the CLIP file
+    (tmp_path / "weights").mkdir()
+    save_checkpoint(open_clip.create_model("shapes-clip-tiny"), tmp_path / "weights/clip.pt")
     ingest = write_ingest(tmp_path / "ingest")
-    params = params_file({"clip.pretrained": str(tmp_path / "clip.pt"), "clip.batch_size": 5, "clip.device": "cpu",
+    params = params_file({"clip.pretrained": "weights/clip.pt", "clip.batch_size": 5, "clip.device": "cpu",
                           "embed.prompts": str(REPO / "prompts/shapes.csv")})
     runs = []
     for run in ("a", "b"):
@@ -28,7 +30,8 @@ def test_same_inputs_give_the_same_cache_bytes(tmp_path, params_file):
                                           "--clip", str(tmp_path / "unused"), "--out", str(out),
                                           "--prompts-out", str(prompts)])
         assert result.exit_code == 0, result.output
-        runs.append({p.relative_to(tmp_path / run): p.read_bytes() for p in (tmp_path / run).rglob("*") if p.is_file()})
+        runs.append({p.relative_to(tmp_path / run): p.read_bytes() for p in (tmp_path / run).rglob("*")
+                     if p.is_file()})
     assert runs[0] == runs[1] and len(runs[0]) == 4  # three cache shards and the prompts
 
     cache = read_vectors(tmp_path / "a/embeddings", "embedding")

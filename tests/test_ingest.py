@@ -1,6 +1,7 @@
 import csv
 import io
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -16,10 +17,13 @@ from PIL import Image
 
 from pipeline.dataset import decode_pngs, load_images, read_table
 from pipeline.errors import UserError
-from pipeline.ingest import ingest, split_of
+from pipeline.imagefile import SkipImage
+from pipeline.ingest import decode_items, ingest, split_of
 from pipeline.shapes import generate
+from pipeline.sources import SourceItem
 from tests.conftest import REPO, make_params
 from tests.image_fixtures import broken_files, encode, good_files, pattern
+from tests.pool_decoders import DiesOnceDecoder, SabotagedDecoder, UnloadableDecoder
 
 
 def write_folder(root, files):
@@ -40,28 +44,156 @@ def shard_bytes(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.parquet"))}
 
 
-def test_broken_files_are_skipped_with_reasons(tmp_path):
+WORKERS = pytest.mark.parametrize("workers", [1, 2])  # in this process, and through the process pool
+
+
+def write_special_entries(root):
+    """Links and a FIFO that ingest must skip unopened and unfollowed: name -> (reason, part of the detail)."""
+    (root / "nested").mkdir(parents=True, exist_ok=True)
+    os.symlink("missing.png", root / "dangling.png")
+    os.symlink("looped.png", root / "looped.png")
+    os.symlink("..", root / "nested" / "up.png")  # following a link to a folder above it would loop
+    os.mkfifo(root / "pipe.png")  # opening it would block forever
+    return {"dangling.png": ("unreadable", "link to a missing target 'missing.png'"),
+            "looped.png": ("unreadable", "link to a missing target"),
+            "nested/up.png": ("unreadable", "link to a folder, not followed"),
+            "pipe.png": ("unreadable", "not a regular file (FIFO)")}
+
+
+@pytest.mark.timeout(120)
+@WORKERS
+def test_broken_files_are_skipped_with_reasons(tmp_path, workers):
     good = good_files()
     broken = broken_files()
-    write_folder(tmp_path / "src", good | {name: data for name, (data, _) in broken.items()})
-    result, out = run(tmp_path / "src", tmp_path)
-    assert result.summary["read"] == len(good) + len(broken)
-    assert result.summary["kept"] == len(good)
-    assert {path: reason for path, reason, _ in result.skipped} == {n: r for n, (_, r) in broken.items()}
-    assert sum(result.summary["skipped_by_reason"].values()) == len(broken)
-    table = read_table(out)
-    assert sorted(table["source"].to_pylist()) == sorted(good)
-    assert table.num_rows == len(good)
-
-
-def test_over_size_files_are_skipped(tmp_path):
     big = encode(Image.fromarray(pattern(300, 300, seed=1)), "PNG")
     wide = encode(Image.new("RGB", (500, 100)), "PNG")
-    write_folder(tmp_path / "src", {"big.png": big, "wide.png": wide, "ok.png": good_files()["a.png"]})
-    result, _ = run(tmp_path / "src", tmp_path, ingest__max_file_mb=len(big) / 2**20 - 1e-6,
-                    ingest__max_pixels=40_000)
-    assert {p: r for p, r, _ in result.skipped} == {"big.png": "too_large", "wide.png": "too_large"}
-    assert result.summary["kept"] == 1
+    src = write_folder(tmp_path / "src", good | {name: data for name, (data, _) in broken.items()}
+                       | {"big.png": big, "wide.png": wide})
+    special = write_special_entries(src)
+    expected = ({name: reason for name, (_, reason) in broken.items()}
+                | {name: reason for name, (reason, _) in special.items()}
+                | {"big.png": "too_large", "wide.png": "too_large"})
+    result, out = run(src, tmp_path, ingest__workers=workers, ingest__max_file_mb=len(big) / 2**20 - 1e-6,
+                      ingest__max_pixels=40_000)
+    assert {path: reason for path, reason, _ in result.skipped} == expected
+    details = {path: detail for path, _, detail in result.skipped}
+    assert "max_file_mb" in details["big.png"] and "max_pixels" in details["wide.png"]
+    assert all(part in details[name] for name, (_, part) in special.items()), details
+    summary = result.summary
+    assert summary["read"] == len(good) + len(expected) == summary["kept"] + summary["skipped"]
+    assert summary["kept"] == len(good)
+    assert sum(summary["skipped_by_reason"].values()) == len(expected)
+    assert sorted(read_table(out)["source"].to_pylist()) == sorted(good)
+
+
+@WORKERS
+@pytest.mark.parametrize("how", ["permission", "io_error"])
+def test_unreadable_file_is_skipped(tmp_path, workers, how):
+    src = write_folder(tmp_path / "src", {"a.png": good_files()["a.png"]})
+    if how == "permission":
+        if os.geteuid() == 0:
+            pytest.skip("root reads a chmod 000 file; the io_error case covers a read that fails")
+        (src / "locked.png").write_bytes(good_files()["b.jpg"])
+        (src / "locked.png").chmod(0)
+    else:
+        if not os.path.exists("/proc/self/mem"):
+            pytest.skip("needs Linux /proc")
+        os.symlink("/proc/self/mem", src / "locked.png")  # reading at offset 0 fails with EIO, even for root
+    result, _ = run(src, tmp_path, ingest__workers=workers)
+    assert [(path, reason) for path, reason, _ in result.skipped] == [("locked.png", "unreadable")]
+    assert result.summary["read"] == 2 == result.summary["kept"] + result.summary["skipped"]
+
+
+def test_unlistable_folder_is_a_clear_error(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root lists a chmod 000 folder")
+    src = write_folder(tmp_path / "src", {"a.png": good_files()["a.png"], "hidden/b.jpg": good_files()["b.jpg"]})
+    (src / "hidden").chmod(0)
+    try:
+        with pytest.raises(UserError, match="cannot list .*hidden"):
+            run(src, tmp_path)
+    finally:
+        (src / "hidden").chmod(0o755)
+
+
+def tar_member(archive, name, kind=tarfile.REGTYPE, link="", data=b""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data)
+    archive.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.timeout(120)
+@WORKERS
+def test_tar_links_and_special_members_are_accounted_for(tmp_path, workers):
+    good = good_files()
+    with tarfile.open(tmp_path / "images.tar", "w") as archive:
+        tar_member(archive, "a.png", data=good["a.png"])
+        tar_member(archive, "raw", tarfile.DIRTYPE)  # a folder is not an entry
+        tar_member(archive, "raw/b.dat", data=good["b.jpg"])  # images only through the links below
+        tar_member(archive, "raw/d.dat", data=good["d.bmp"])
+        tar_member(archive, "b.jpg", tarfile.SYMTYPE, "raw/b.dat")
+        tar_member(archive, "d.bmp", tarfile.LNKTYPE, "raw/d.dat")
+        tar_member(archive, "dangling.png", tarfile.SYMTYPE, "missing.png")
+        tar_member(archive, "hard-dangling.png", tarfile.LNKTYPE, "missing.png")
+        tar_member(archive, "looped.png", tarfile.SYMTYPE, "looped.png")
+        tar_member(archive, "folder.png", tarfile.SYMTYPE, "raw")
+        tar_member(archive, "pipe.png", tarfile.FIFOTYPE)
+        tar_member(archive, "device.png", tarfile.CHRTYPE)
+    result, out = run(tmp_path / "images.tar", tmp_path, ingest__workers=workers)
+    assert sorted(read_table(out)["source"].to_pylist()) == ["a.png", "b.jpg", "d.bmp"]
+    details = {path: (reason, detail) for path, reason, detail in result.skipped}
+    assert details == {
+        "raw/b.dat": ("not_an_image", "extension '.dat' is not an image type"),
+        "raw/d.dat": ("not_an_image", "extension '.dat' is not an image type"),
+        "dangling.png": ("unreadable", "link to a missing member 'missing.png'"),
+        "hard-dangling.png": ("unreadable", "link to a missing member 'missing.png'"),
+        "looped.png": ("unreadable", "link loop through 'looped.png'"),
+        "folder.png": ("unreadable", "link to 'raw', not a regular file"),
+        "pipe.png": ("unreadable", "not a regular file (FIFO)"),
+        "device.png": ("unreadable", "not a regular file (character device)"),
+    }
+    assert result.summary["read"] == 11 == result.summary["kept"] + result.summary["skipped"]
+
+
+def test_skip_image_survives_pickling():
+    skip = pickle.loads(pickle.dumps(SkipImage("corrupt", "bad CRC")))
+    assert (skip.reason, skip.detail, str(skip)) == ("corrupt", "bad CRC", "corrupt: bad CRC")
+
+
+def numbered_items(count, renamed=None):
+    """Small fake items in order; ``renamed`` gives some positions a name a test decoder reacts to."""
+    names = {i: f"{i:03d}.png" for i in range(count)} | (renamed or {})
+    return [SourceItem(names[i], b"%d" % i) for i in range(count)]
+
+
+@pytest.mark.timeout(120)
+@WORKERS
+def test_unexpected_decoder_error_names_the_file(workers):
+    items = numbered_items(100, {50: "raises.png"})
+    with pytest.raises(UserError, match=r"decoding raises\.png raised RuntimeError: decoder bug"):
+        list(decode_items(iter(items), SabotagedDecoder(raises_on="raises.png"), workers))
+
+
+@pytest.mark.timeout(120)
+def test_dead_worker_names_the_file():
+    items = numbered_items(100, {50: "dies.png"})
+    decoded = []
+    with pytest.raises(UserError, match=r"decoding dies\.png kills the decoding process \(exit code 3\)"):
+        decoded.extend(name for name, _ in decode_items(iter(items), SabotagedDecoder(dies_on="dies.png"), 2))
+    assert decoded == [item.name for item in items[:len(decoded)]] and len(decoded) <= 50
+
+
+@pytest.mark.timeout(120)
+def test_death_that_no_file_repeats_names_the_range(tmp_path):
+    items = numbered_items(6)
+    with pytest.raises(UserError, match=r"one of 000\.png \.\. 005\.png \(6 files\).*ingest\.workers: 1"):
+        list(decode_items(iter(items), DiesOnceDecoder(str(tmp_path / "died")), 2))
+
+
+@pytest.mark.timeout(120)
+def test_worker_that_cannot_start_blames_no_file():
+    with pytest.raises(UserError, match=r"a fresh decoding process dies before decoding anything \(exit code 5\)"):
+        list(decode_items(iter(numbered_items(3)), UnloadableDecoder(), 2))
 
 
 def archive_sources(tmp_path, files):
@@ -80,6 +212,14 @@ def archive_sources(tmp_path, files):
     pq.write_table(table, tmp_path / "images.parquet")
     return [folder, tmp_path / "images.zip", tmp_path / "images.tar", tmp_path / "images.tar.gz",
             tmp_path / "images.parquet"]
+
+
+def test_every_source_kind_accounts_for_every_entry(tmp_path):
+    files = good_files() | {name: data for name, (data, _) in broken_files().items()}
+    summaries = [run(source, tmp_path)[0].summary for source in archive_sources(tmp_path, files)]
+    for summary in summaries:
+        assert summary["read"] == len(files) == summary["kept"] + summary["skipped"], summary["source"]
+        assert summary["skipped_by_reason"] == summaries[0]["skipped_by_reason"], summary["source"]
 
 
 def test_every_source_kind_gives_the_same_images(tmp_path):

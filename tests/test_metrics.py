@@ -7,6 +7,7 @@ from PIL import Image
 from torch_fidelity.metric_fid import fid_statistics_to_metric
 
 from pipeline import metrics
+from pipeline.errors import UserError
 from pipeline.metrics import (
     alignment_accuracy,
     clip_scores,
@@ -96,7 +97,7 @@ def test_fid_inception_uses_the_local_weights(tmp_path, monkeypatch):
 
     monkeypatch.setattr(metrics.torch_fidelity, "calculate_metrics", fake_calculate_metrics)
     weights = tmp_path / "inception.pth"
-    weights.write_bytes(b"stand-in")
+    torch.save({"conv.weight": torch.zeros(2, 2)}, weights)  # stands in: calculate_metrics is faked
     images = np.zeros((4, 8, 8, 3), np.uint8)
     result = fid_inception(images, images[:3], weights, reference_split="train")
     assert result == {"fid_inception": 12.5, "n_generated": 4, "n_reference": 3, "reference_split": "train",
@@ -104,7 +105,7 @@ def test_fid_inception_uses_the_local_weights(tmp_path, monkeypatch):
     assert seen["feature_extractor"] == "inception-v3-compat" and seen["feature_layer_fid"] == "2048"
     assert seen["feature_extractor_weights_path"] == str(weights) and seen["cache"] is False
     assert seen["input1"][0].dtype == torch.uint8 and seen["input1"][0].shape == (3, 8, 8)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="evaluate.inception_weights"):
         fid_inception(images, images, tmp_path / "absent.pth", reference_split="train")
 
 

@@ -90,3 +90,14 @@ def test_progress_bars_write_every_30_s_into_a_log():
     probe = "import io, stages.cli, tqdm; print(tqdm.tqdm(total=1, file=io.StringIO()).mininterval)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env)
     assert result.stdout.strip() == "30.0", result.stderr
+
+
+@pytest.mark.parametrize("key", ["clip.pretrained", "evaluate.inception_weights", "tokenizer.perceptual_weights"])
+def test_weights_files_outside_the_weights_folder_are_refused(key):
+    message = errors_for({key: "/models/file.pt"})
+    assert f"{key} = '/models/file.pt'" in message and "weights/" in message
+    parse_params(with_overrides(default_raw_params(), {key: "weights/file.pt"}))
+
+
+def test_a_clip_tag_is_not_a_file():
+    assert parse_params(with_overrides(default_raw_params(), {"clip.pretrained": "openai"})).clip.pretrained == "openai"

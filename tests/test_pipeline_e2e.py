@@ -26,6 +26,8 @@ MICRO = {
     "evaluate.reference_images": 20, "evaluate.checker_images": 50, "evaluate.batch_size": 32,
 }
 
+LOG_INTERVAL = 600  # seconds between progress lines in a log: longer than any bar here lasts
+
 pytestmark = pytest.mark.slow
 
 
@@ -51,14 +53,25 @@ def workdir(tmp_path_factory):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
     (root / "params.yaml").write_text(yaml.safe_dump(with_overrides(default_raw_params(), MICRO), sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "TQDM_MININTERVAL": str(LOG_INTERVAL)}
     sh(["git", "init", "-q"], root, env)
     return root, env
+
+
+def progress_states(log: str) -> list[tuple[str, int, int]]:
+    """(bar, n, total) of every progress line tqdm wrote into ``log`` (lines end in \\r or \\n)."""
+    found = re.finditer(r"^([\w ]+): +\d+%\|[^|]*\| (\d+)/(\d+) ", log.replace("\r", "\n"), re.MULTILINE)
+    return [(m[1], int(m[2]), int(m[3])) for m in found]
 
 
 def test_repro_runs_every_stage_then_is_up_to_date(workdir):
     root, env = workdir
     output = sh(["dvc", "repro"], root, env)
+    states = progress_states(output)
+    assert {"tokenizer", "train", "clip", "ingest"} <= {bar for bar, _, _ in states}
+    between = [state for state in states if 0 < state[1] < state[2]]
+    assert not between, f"progress lines between a bar's first and last, within TQDM_MININTERVAL: {between[:5]}"
     assert stages_run(output) == set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
     report = yaml.safe_load((root / "reports/ingest.json").read_text())
     assert report["kept"] == MICRO["shapes.n_images"]
@@ -109,3 +122,15 @@ def test_an_ingest_param_leaves_the_shapes_world_alone(workdir):
     set_param(root, "ingest", "val_fraction", 0.25)
     output = stages_run(sh(["dvc", "repro"], root, env))
     assert "shapes" not in output and "ingest" in output
+
+
+def test_code_and_weights_changes_rerun_the_stages_that_use_them(workdir):
+    root, env = workdir
+    sh(["dvc", "repro"], root, env)
+    with open(root / "pipeline/diffusion.py", "a") as handle:  # the sampler's maths lives here too
+        handle.write("\n# edited\n")
+    output = sh(["dvc", "repro"], root, env)
+    assert stages_run(output) == {"train", "sample", "evaluate"}
+    assert f"train: resuming from step {MICRO['train.steps']}" in output  # finished: reloaded, not retrained
+    (root / "weights/vgg16.pt").write_bytes(b"a user's weights file")
+    assert stages_run(sh(["dvc", "repro"], root, env)) >= {"tokenizer", "clip", "embed", "sample", "evaluate"}

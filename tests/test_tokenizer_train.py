@@ -23,7 +23,7 @@ def tiny_params(**changes) -> TokenizerParams:
         recon_loss="l1", kl_weight=1e-3, usage_weight=0.0, tau_start=1.0, tau_end=0.1, tau_steps=6, steps=6,
         batch_size=4, lr=1e-3, betas=[0.9, 0.99], weight_decay=0.01, warmup_steps=2, grad_clip=1.0, ema_decay=0.0, disc_weight=0.0,
         disc_start=0, perceptual_weights=None, perceptual_weight=1.0, checkpoint_every=2, encode_batch_size=8,
-        device="cpu", precision="fp32", compile=False, channels_last=False)
+        device="cpu", threads=1, precision="fp32", compile=False, channels_last=False)
     return dataclasses.replace(params, **changes)
 
 
@@ -128,11 +128,22 @@ def test_a_finished_run_reloads_and_other_settings_start_afresh(tmp_path) -> Non
     params, data = tiny_params(), images(20)
     first = train_tokenizer(params, data, tmp_path, progress=False)
     again = train_tokenizer(params, data, tmp_path, progress=False)
+    assert again.start_step == params.steps  # reloaded from the final checkpoint, not trained again
     assert weights_equal(first.model, again.model) and first.history == again.history
     changed = dataclasses.replace(params, lr=2e-3)
     fresh = train_tokenizer(changed, data, tmp_path / "fresh", progress=False)
     over_stale = train_tokenizer(changed, data, tmp_path, progress=False)
     assert weights_equal(fresh.model, over_stale.model)
+
+
+def test_how_a_run_executes_does_not_discard_its_checkpoints(tmp_path) -> None:
+    params, data = tiny_params(), images(20)
+    whole = train_tokenizer(params, data, tmp_path / "whole", progress=False)
+    train_tokenizer(params, data, tmp_path / "resumed", progress=False, stop_at=3)
+    changed = dataclasses.replace(params, checkpoint_every=5, encode_batch_size=4, threads=2, precision="bf16")
+    resumed = train_tokenizer(changed, data, tmp_path / "resumed", progress=False, log_every=5)
+    assert resumed.start_step == 2
+    assert weights_equal(whole.model, resumed.model)  # bf16 autocast applies on CUDA only
 
 
 # --- inference helpers -----------------------------------------------------------------
