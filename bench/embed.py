@@ -21,10 +21,10 @@ import open_clip
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.cache import SHARD_PATTERN, cache_ingest_shards
-from pipeline.clip import ClipEncoder, preprocess_images
-from pipeline.dataset import load_images, read_table
-from pipeline.device import resolve_device
+from pipeline.clip.encoder import ClipEncoder, preprocess_images
+from pipeline.core.device import resolve_device
+from pipeline.data.shards import SHARD_PATTERN, load_images, read_table
+from pipeline.data.vectors import cache_ingest_shards
 
 
 def main() -> None:

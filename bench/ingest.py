@@ -12,9 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.ingest import ingest
-from pipeline.params import load_params
-from pipeline.shapes import generate
+from pipeline.core.params import load_params
+from pipeline.data.ingest import ingest
+from pipeline.worlds.shapes.render import generate
 
 
 def main() -> None:

@@ -28,15 +28,15 @@ import torch
 import torch.nn.functional as F
 from diffusers import VQDiffusionScheduler
 
-from pipeline.device import resolve_device
-from pipeline.diffusion import LOG_ZERO, Schedule, log_posterior, q_sample
-from pipeline.diffusion_train import model_config
-from pipeline.generate import generate_images, settings_from
-from pipeline.params import Params, load_params
-from pipeline.sampler import posterior_step
-from pipeline.tokenizer_train import decode_all
-from pipeline.transformer import Transformer
-from pipeline.vqgan import build_vqgan, downsampling_factor
+from pipeline.core.device import resolve_device
+from pipeline.core.params import Params, load_params
+from pipeline.diffusion.generate import generate_images, settings_from
+from pipeline.diffusion.process import LOG_ZERO, Schedule, log_posterior, q_sample
+from pipeline.diffusion.sampler import posterior_step
+from pipeline.diffusion.train import model_config
+from pipeline.diffusion.transformer import Transformer
+from pipeline.tokenizer.model import decode_all, downsampling_factor
+from pipeline.tokenizer.train import build_vqgan
 
 CLIP_DIM = 128  # the shapes CLIP's embedding width; it barely changes the cost
 

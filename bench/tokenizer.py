@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline.device import resolve_device
-from pipeline.params import load_params
-from pipeline.tokenizer_train import encode_all, train_tokenizer
-from pipeline.vqgan import build_vqgan
+from pipeline.core.device import resolve_device
+from pipeline.core.params import load_params
+from pipeline.tokenizer.model import encode_all
+from pipeline.tokenizer.train import build_vqgan, train_tokenizer
 
 
 def main() -> None:

@@ -1,27 +1,29 @@
 """Diffusion training throughput and model FLOPs utilisation (MFU) against a measured fp32
 matmul peak, for the default config and a paper-sized one (24 layers, width 512, 16x16).
 
+It times pipeline/diffusion/train.py's train_step, the step the train stage runs, with the
+train: settings of params.yaml (optimiser, precision, compile, EMA) on random codes.
+
 Usage: python bench/train.py [--steps 5] [--paper-batch 4] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
-from pipeline.device import autocast, resolve_device
-from pipeline.diffusion import Schedule, TimestepSampler, training_loss
-from pipeline.diffusion_train import model_config
-from pipeline.params import load_params
-from pipeline.pseudo_text import pseudo_text
-from pipeline.training import make_adamw
-from pipeline.transformer import Transformer, TransformerConfig, flops_per_step
-from pipeline.vqgan import downsampling_factor
+from pipeline.core.device import resolve_device
+from pipeline.core.params import TrainParams, load_params
+from pipeline.core.training import Prefetcher, batch_indices
+from pipeline.diffusion.train import build_trainer, model_config, train_step
+from pipeline.diffusion.transformer import Transformer, TransformerConfig, flops_per_step
+from pipeline.tokenizer.model import downsampling_factor
 
-CLIP_DIM = 128  # the shapes CLIP's embedding width (pipeline/clip_configs)
+CLIP_DIM = 128  # the shapes CLIP's embedding width (pipeline/clip/configs)
 
 
 def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
@@ -40,28 +42,20 @@ def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> fl
     return 2 * size**3 / best
 
 
-def bench(cfg: TransformerConfig, batch: int, steps: int, device: torch.device) -> tuple[float, float]:
-    """(images/s, achieved FLOP/s) of full training steps (forward, backward, AdamW)."""
-    model = Transformer(cfg).to(device)
-    optimizer = make_adamw(model, 1e-4, (0.9, 0.96), 0.0)
-    schedule, sampler = Schedule(cfg.n_codes, cfg.steps), TimestepSampler(cfg.steps)
-    codes = torch.randint(0, cfg.n_codes, (batch, cfg.grid_h, cfg.grid_w), device=device)
-    clip = torch.nn.functional.normalize(torch.randn(batch, cfg.clip_dim, device=device), dim=-1)
-
-    def step() -> None:
-        cond, drop = pseudo_text(clip, "clipvq", 0.5, 0.1)
-        with autocast(device):
-            loss = training_loss(model, codes, cond, drop, schedule, sampler, 5e-4).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    step()
+def bench(params: TrainParams, cfg: TransformerConfig, steps: int, device: torch.device) -> tuple[float, float]:
+    """(images/s, achieved FLOP/s) of full training steps (noise, forward, backward, AdamW, EMA)
+    of ``params.batch_size`` images drawn from four batches' worth of random codes."""
+    batch = params.batch_size
+    codes = torch.randint(0, cfg.n_codes, (4 * batch, cfg.grid_h, cfg.grid_w))
+    embeddings = torch.nn.functional.normalize(torch.randn(4 * batch, cfg.clip_dim), dim=-1)
+    loader = Prefetcher([codes, embeddings], lambda step: batch_indices(len(codes), batch, step, params.seed), device)
+    trainer = build_trainer(params, cfg, device)
+    train_step(trainer, loader, 0, params)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    for _ in range(steps):
-        step()
+    for step in range(1, steps + 1):
+        train_step(trainer, loader, step, params)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -82,18 +76,18 @@ def main() -> None:
     device = resolve_device(train.device)
     peak = matmul_peak(device)
     default = model_config(train, k, grid, grid, CLIP_DIM)
-    paper = TransformerConfig(n_codes=4096, grid_h=16, grid_w=16, steps=100, clip_dim=512, depth=24, width=512,
-                              heads=16, mlp="conv")
+    paper = dataclasses.replace(default, n_codes=4096, grid_h=16, grid_w=16, clip_dim=512, depth=24, width=512,
+                                heads=16, mlp="conv")
     print(f"device: {device} ({torch.get_num_threads()} CPU threads), torch {torch.__version__}, "
           f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s\n")
-    print(f"Training steps (forward, backward, AdamW), {args.steps} timed after one warm-up:\n")
+    print(f"Training steps (train_step: noise, forward, backward, AdamW, EMA), {args.steps} timed after one warm-up:\n")
     print("| config | params | batch | images/s | GFLOP/s | MFU |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, cfg, batch in ((f"default ({grid}x{grid}, K={k})", default, train.batch_size),
                              ("paper (24x512, 16x16, conv)", paper, args.paper_batch)):
-        rate, flops = bench(cfg, batch, args.steps, device)
-        params = Transformer(cfg).num_params()
-        print(f"| {name} | {params / 1e6:.1f}M | {batch} | {rate:.3g} | {flops / 1e9:.1f} | {flops / peak:.1%} |")
+        rate, flops = bench(dataclasses.replace(train, batch_size=batch), cfg, args.steps, device)
+        n_params = Transformer(cfg).num_params()
+        print(f"| {name} | {n_params / 1e6:.1f}M | {batch} | {rate:.3g} | {flops / 1e9:.1f} | {flops / peak:.1%} |")
 
 
 if __name__ == "__main__":

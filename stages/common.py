@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file to validate and read.")]
 

@@ -3,12 +3,12 @@ from typing import Annotated
 
 import typer
 
-from pipeline import distributed
-from pipeline.cache import cache_ingest_shards
-from pipeline.device import use_threads
-from pipeline.embed import load_encoder, write_prompt_embeddings
-from pipeline.params import load_params
-from pipeline.prompts import load_prompts
+from pipeline.clip.weights import load_encoder
+from pipeline.core import distributed
+from pipeline.core.device import use_threads
+from pipeline.core.params import load_params
+from pipeline.data.prompts import load_prompts
+from pipeline.data.vectors import cache_ingest_shards, write_prompt_embeddings
 from stages.common import ParamsOption, parse_shard, user_errors
 
 

@@ -4,18 +4,17 @@ from typing import Annotated
 import torch
 import typer
 
-from pipeline.atomic import write_json
-from pipeline.cache import read_vectors
-from pipeline.dataset import decode_pngs, read_table
-from pipeline.device import use_threads
-from pipeline.embed import load_encoder
-from pipeline.evaluate import clip_score_summary, frechet, load_samples, scrambled_grids, text_alignment
-from pipeline.generate import FULL_T
-from pipeline.params import load_params
-from pipeline.report_html import build_report
-from pipeline.shapes import ATTRIBUTES
-from pipeline.tokenizer_train import decode_all
-from pipeline.vqgan import load_vqgan
+from pipeline.clip.weights import load_encoder
+from pipeline.core.atomic import write_json
+from pipeline.core.device import use_threads
+from pipeline.core.params import load_params
+from pipeline.data.shards import decode_pngs, read_table
+from pipeline.data.vectors import read_vectors
+from pipeline.diffusion.sample_set import FULL_T
+from pipeline.evaluate.report import build_report
+from pipeline.evaluate.scoring import clip_score_summary, frechet, load_samples, scrambled_grids, text_alignment
+from pipeline.tokenizer.model import decode_all, load_vqgan
+from pipeline.worlds.registry import world_of
 from stages.common import ParamsOption, user_errors
 
 
@@ -50,10 +49,11 @@ def main(
                                                         evaluate.inception_weights, evaluate.batch_size)},
         "clipscore": clip_score_summary(index),
     }
-    if set(ATTRIBUTES) <= set(index.columns) and set(ATTRIBUTES) <= set(reference_table.column_names):
+    world = world_of(reference_table.column_names)
+    if world is not None and world.classify is not None and set(world.attributes) <= set(index.columns):
         full = load_samples(samples / FULL_T) if (samples / FULL_T / "index.parquet").exists() else None
-        real_labels = read_table(ingest, list(ATTRIBUTES), "train").to_pandas()
-        metrics["alignment"] = text_alignment(index, images, full, real_labels, evaluate.checker_images,
+        real_labels = read_table(ingest, list(world.attributes), "train").to_pandas()
+        metrics["alignment"] = text_alignment(world, index, images, full, real_labels, evaluate.checker_images,
                                               evaluate.checker_seed)
     write_json(metrics_out, metrics)
     reports = metrics_out.parent

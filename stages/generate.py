@@ -4,13 +4,13 @@ from typing import Annotated
 import torch
 import typer
 
-from pipeline.device import resolve_device, use_threads
-from pipeline.diffusion_train import load_model
-from pipeline.embed import load_encoder
-from pipeline.generate import generate_images, settings_from, write_pngs
-from pipeline.params import load_params
-from pipeline.tokenizer_train import decode_all
-from pipeline.vqgan import load_vqgan
+from pipeline.clip.weights import load_encoder
+from pipeline.core.device import resolve_device, use_threads
+from pipeline.core.params import load_params
+from pipeline.diffusion.generate import generate_images, settings_from
+from pipeline.diffusion.model import load_model
+from pipeline.diffusion.sample_set import write_pngs
+from pipeline.tokenizer.model import decode_all, load_vqgan
 from stages.common import ParamsOption, user_errors
 
 

@@ -4,9 +4,9 @@ from typing import Annotated
 
 import typer
 
-from pipeline.atomic import atomic_file, write_json
-from pipeline.ingest import ingest
-from pipeline.params import load_params
+from pipeline.core.atomic import atomic_file, write_json
+from pipeline.core.params import load_params
+from pipeline.data.ingest import ingest
 from stages.common import ParamsOption, user_errors
 
 

@@ -3,8 +3,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.params import load_params
-from pipeline.shapes import generate
+from pipeline.core.params import load_params
+from pipeline.worlds.shapes.render import generate
 from stages.common import ParamsOption, user_errors
 
 

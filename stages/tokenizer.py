@@ -3,15 +3,16 @@ from typing import Annotated
 
 import typer
 
-from pipeline import distributed
-from pipeline.atomic import atomic_file, write_csv, write_json
-from pipeline.cache import cache_ingest_shards
-from pipeline.checksum import sha256_file
-from pipeline.dataset import load_images
-from pipeline.device import use_threads
-from pipeline.params import load_params
-from pipeline.tokenizer_train import encode_all, evaluate_tokenizer, reconstruction_grid, train_tokenizer
-from pipeline.vqgan import save_vqgan
+from pipeline.core import distributed
+from pipeline.core.atomic import atomic_file, write_csv, write_json
+from pipeline.core.checksum import sha256_file
+from pipeline.core.device import use_threads
+from pipeline.core.params import load_params
+from pipeline.data.shards import load_images
+from pipeline.data.vectors import cache_ingest_shards
+from pipeline.tokenizer.metrics import evaluate_tokenizer, reconstruction_grid
+from pipeline.tokenizer.model import encode_all, save_vqgan
+from pipeline.tokenizer.train import train_tokenizer
 from stages.common import ParamsOption, user_errors
 
 

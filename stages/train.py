@@ -3,12 +3,13 @@ from typing import Annotated
 
 import typer
 
-from pipeline import distributed
-from pipeline.atomic import write_csv, write_json
-from pipeline.device import use_threads
-from pipeline.diffusion_train import (HISTORY_COLUMNS, TrainingData, TrainResult, load_training_data, save_model,
-                                      train_diffusion)
-from pipeline.params import TrainParams, load_params
+from pipeline.core import distributed
+from pipeline.core.atomic import write_csv, write_json
+from pipeline.core.device import use_threads
+from pipeline.core.params import TrainParams, load_params
+from pipeline.diffusion.model import save_model
+from pipeline.diffusion.train import HISTORY_COLUMNS, DiffusionRun, TrainingData, load_training_data, train_diffusion
+from pipeline.diffusion.transformer import flops_per_step
 from stages.common import ParamsOption, user_errors
 
 
@@ -34,9 +35,9 @@ def main(
             write_outputs(result, settings.train, data, out, report, curves)
 
 
-def write_outputs(result: TrainResult, train: TrainParams, data: TrainingData, out: Path, report: Path,
+def write_outputs(result: DiffusionRun, train: TrainParams, data: TrainingData, out: Path, report: Path,
                   curves: Path) -> None:
-    save_model(out, result.model, result.config, train, data.sources)
+    save_model(out, result.model, result.config, train.abar_range, train.gbar_range, data.sources)
     write_csv(curves, result.history, HISTORY_COLUMNS)
     tail = result.history[-10:]  # a few logged batches, not one noisy one
 
@@ -53,4 +54,7 @@ def write_outputs(result: TrainResult, train: TrainParams, data: TrainingData, o
         "parameters": result.model.num_params(),
         "wall_seconds": round(result.seconds, 1),
         "images_per_second": round(result.images_seen / max(result.seconds, 1e-9), 1),
+        # model FLOP/s: training is about 3x the forward pass (bench/train.py sets it against the matmul peak)
+        "gflop_per_second": round(3 * flops_per_step(result.config, result.images_seen) / max(result.seconds, 1e-9)
+                                  / 1e9, 2),
     })

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.params import Params, parse_params
+from pipeline.core.params import Params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline import distributed
-from pipeline.diffusion_train import load_training_data, train_diffusion
-from pipeline.tokenizer_train import train_tokenizer
+from pipeline.core import distributed
+from pipeline.diffusion.train import load_training_data, train_diffusion
+from pipeline.tokenizer.train import train_tokenizer
 from tests.test_diffusion_train import tiny_params as tiny_train_params
-from tests.test_tokenizer_train import images, tiny_params as tiny_tokenizer_params
+from tests.test_tokenizer_train import images
+from tests.test_tokenizer_train import tiny_params as tiny_tokenizer_params
 
 # exercises EMA, the GAN and its DDP, and the code-usage term, a loss of a global-batch statistic
 TOKENIZER = {"ema_decay": 0.9, "disc_weight": 0.5, "disc_start": 1, "recon_loss": "mse", "usage_weight": 0.5}

@@ -6,8 +6,8 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from pipeline.ingest import Decoded
-from pipeline.sources import SourceItem
+from pipeline.data.ingest import Decoded
+from pipeline.data.sources import SourceItem
 
 
 def _fake_image(item: SourceItem) -> Decoded:

@@ -4,8 +4,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.cache import SHARD_PATTERN, cache_ingest_shards, read_vectors, vectors_table, write_table
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
+from pipeline.data.shards import SHARD_PATTERN
+from pipeline.data.vectors import cache_ingest_shards, read_vectors, vectors_table, write_table
 from stages.common import parse_shard
 from tests.image_fixtures import encode
 

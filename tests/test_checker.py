@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.checker import checker_accuracy, classify
-from pipeline.shapes import ATTRIBUTES, ShapeSpec, render, render_example
+from pipeline.worlds.shapes.checker import checker_accuracy, classify
+from pipeline.worlds.shapes.render import ATTRIBUTES, ShapeSpec, render, render_example
 
 torch.set_num_threads(1)
 

@@ -10,17 +10,16 @@ import open_clip
 import pytest
 import torch
 
-from pipeline.checksum import sha256_file
-from pipeline.clip import ClipEncoder, ClipWeightsError, inference_transform, preprocess_images
-from pipeline.clip_train import (NEW_TEMPLATES, TRAIN_TEMPLATES, attribute_combinations, describe,
-                                 evaluate_clip, retrieval_accuracy, reword, save_checkpoint, train_clip,
-                                 zero_shot_accuracy)
-from pipeline.params import ClipTrainParams
-from pipeline.shapes import caption, render_example
+from pipeline.clip.encoder import ClipEncoder, ClipWeightsError, inference_transform, preprocess_images
+from pipeline.clip.train import evaluate_clip, retrieval_accuracy, save_clip, train_clip, zero_shot_accuracy
+from pipeline.core.checksum import sha256_file
+from pipeline.core.params import ClipTrainParams, OptimParams
+from pipeline.worlds.shapes.render import caption, render_example
+from pipeline.worlds.shapes.world import SHAPES_WORLD
 
 MODEL = "shapes-clip-tiny"
-TRAIN = ClipTrainParams(seed=0, steps=30, batch_size=16, lr=2e-3, betas=[0.9, 0.98], weight_decay=0.1,
-                        warmup_steps=5, grad_clip=1.0, augment_p=0.5)
+TRAIN = ClipTrainParams(seed=0, steps=30, batch_size=16, augment_p=0.5,
+                        optim=OptimParams(lr=2e-3, betas=[0.9, 0.98], weight_decay=0.1, warmup_steps=5, grad_clip=1.0))
 
 
 def world(n: int, resolution: int = 32, start: int = 0):
@@ -40,7 +39,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def trained():
     images, captions, attributes = world(48)
-    model, losses = train_clip(MODEL, images, captions, attributes, TRAIN, device="cpu")
+    model, losses = train_clip(MODEL, images, captions, attributes, TRAIN, device="cpu", world=SHAPES_WORLD)
     return model, losses
 
 
@@ -83,7 +82,7 @@ def test_training_loss_decreases(trained):
 
 def test_saved_checkpoint_loads_and_embeds_identically(trained, encoder, tmp_path):
     path = tmp_path / "clip.pt"
-    save_checkpoint(trained[0], path)
+    save_clip(trained[0], path)
     loaded = ClipEncoder.load(MODEL, str(path), batch_size=8, device="cpu")
     assert loaded.checkpoint_id == sha256_file(path)
     images, captions, _ = world(5, start=100)
@@ -121,8 +120,9 @@ def test_64px_images_are_resized_by_open_clip_preprocess(encoder):
 
 def test_wordings_fit_the_context_length(encoder):
     rng = np.random.default_rng(0)
-    texts = [reword(c, rng) for c in attribute_combinations() for _ in range(20)]
-    texts += [describe(c, t) for c in attribute_combinations() for t in TRAIN_TEMPLATES + NEW_TEMPLATES]
+    combos, templates = SHAPES_WORLD.attribute_combinations(), SHAPES_WORLD.train_templates + SHAPES_WORLD.new_templates
+    texts = [SHAPES_WORLD.reword(c, rng) for c in combos for _ in range(20)]
+    texts += [SHAPES_WORLD.describe(c, t) for c in combos for t in templates]
     tokens = encoder.tokenizer(texts)
     assert (tokens[:, -1] == 0).all(), "a wording fills the context and would be truncated"
 
@@ -149,7 +149,7 @@ def test_retrieval_of_random_embeddings_is_at_the_stated_chance():
 
 
 def test_zero_shot_is_perfect_when_separable_and_chance_when_random():
-    combos = attribute_combinations()
+    combos = SHAPES_WORLD.attribute_combinations()
     prompts = np.eye(len(combos), dtype=np.float32)
     labels = [combos[i] for i in range(0, len(combos), 7)]
     perfect = zero_shot_accuracy(prompts[::7], labels, prompts, combos, logit_scale=100.0)
@@ -165,7 +165,9 @@ def test_zero_shot_is_perfect_when_separable_and_chance_when_random():
 
 def test_evaluate_reports_every_section(encoder):
     images, captions, attributes = world(20, start=400)
-    report = evaluate_clip(encoder, images, captions, attributes)
+    report = evaluate_clip(encoder, images, captions, attributes, SHAPES_WORLD)
     assert report["checkpoint"] == "in-memory" and report["retrieval"]["n_pairs"] == 20
     assert set(report["zero_shot"]["accuracy"]) == {"shape", "colour", "size", "position", "all"}
     assert set(report["zero_shot_new_wording"]["accuracy"]) == set(report["zero_shot"]["accuracy"])
+    with pytest.raises(ValueError, match="world"):
+        evaluate_clip(encoder, images, captions, attributes)  # labels without the world that reads them

@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cache import SHARD_PATTERN, vectors_table, write_table
-from pipeline.diffusion_train import load_model, load_training_data, train_diffusion
-from pipeline.errors import UserError
-from pipeline.torch_files import UnsafeFileError
-from pipeline.training import list_checkpoints, load_latest_checkpoint
+from pipeline.core.errors import UserError
+from pipeline.core.torch_files import UnsafeFileError
+from pipeline.core.training import list_checkpoints, load_latest_checkpoint
+from pipeline.data.shards import SHARD_PATTERN
+from pipeline.data.vectors import vectors_table, write_table
+from pipeline.diffusion.model import load_model, save_model
+from pipeline.diffusion.train import load_training_data, train_diffusion
 from tests.conftest import REPO, make_params
 
 TINY = {"train.depth": 1, "train.width": 32, "train.heads": 2, "train.diffusion_steps": 10, "train.steps": 120,
-        "train.batch_size": 8, "train.warmup_steps": 5, "train.checkpoint_every": 10, "train.log_every": 5,
-        "train.lr": 2e-3, "train.t_min_count": 2, "train.device": "cpu"}
+        "train.batch_size": 8, "train.optim.warmup_steps": 5, "train.checkpoint_every": 10, "train.log_every": 5,
+        "train.optim.lr": 2e-3, "train.t_min_count": 2, "train.device": "cpu"}
 
 
 def write_caches(root, n=48, n_codes=16, grid=4, dim=16, drop_embedding=False):
@@ -59,8 +61,8 @@ def test_loss_decreases_and_model_round_trips(tmp_path):
     first = np.mean([r["vlb"] for r in result.history[:4]])
     last = np.mean([r["vlb"] for r in result.history[-4:]])
     assert last < 0.7 * first
-    from pipeline.diffusion_train import save_model
-    save_model(tmp_path / "m.pt", result.model, result.config, tiny_params(), data.sources)
+    params = tiny_params()
+    save_model(tmp_path / "m.pt", result.model, result.config, params.abar_range, params.gbar_range, data.sources)
     model, schedule, sources = load_model(tmp_path / "m.pt")
     x = torch.full((2, 16), 16)
     t = torch.tensor([3, 7])
@@ -104,7 +106,7 @@ def test_changed_settings_do_not_resume_old_checkpoints(tmp_path):
     data = load_training_data(root / "tokens", root / "embeddings")
     train_diffusion(tiny_params(**{"train.steps": 30}), data, tmp_path / "work")
     assert list((tmp_path / "work").glob("step-*.pt"))
-    result = train_diffusion(tiny_params(**{"train.steps": 30, "train.lr": 1e-3}), data, tmp_path / "work")
+    result = train_diffusion(tiny_params(**{"train.steps": 30, "train.optim.lr": 1e-3}), data, tmp_path / "work")
     assert result.history[0]["step"] == 5
 
 

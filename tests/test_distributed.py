@@ -10,12 +10,12 @@ import sys
 import pytest
 import torch
 
-from pipeline import distributed
-from pipeline.diffusion_train import load_training_data, train_diffusion
-from pipeline.errors import UserError
-from pipeline.tokenizer_train import train_tokenizer
-from pipeline.training import list_checkpoints
-from pipeline.vqgan import build_vqgan, gumbel_noise, to_model_range
+from pipeline.core import distributed
+from pipeline.core.errors import UserError
+from pipeline.core.training import list_checkpoints
+from pipeline.diffusion.train import load_training_data, train_diffusion
+from pipeline.tokenizer.model import gumbel_noise, to_model_range
+from pipeline.tokenizer.train import build_vqgan, train_tokenizer
 from tests.conftest import REPO
 from tests.ddp_worker import tokenizer_params, train_params
 from tests.test_diffusion_train import write_caches
@@ -77,11 +77,11 @@ def test_two_processes_train_the_models_one_process_trains(tmp_path) -> None:
     # the tokenizer resumed a one-process checkpoint with two processes and ends where one process does
     assert same_tokenizer(ddp["tokenizer"], tokenizer_whole.model.state_dict())
     assert [row["step"] for row in ddp["tokenizer_history"]] == list(range(1, 7))
-    for mine, reference in zip(ddp["tokenizer_history"], tokenizer_whole.history):
-        assert mine["usage"] == reference["usage"]
-        assert mine["loss"] == pytest.approx(reference["loss"], rel=1e-4)
+    for ddp_row, reference in zip(ddp["tokenizer_history"], tokenizer_whole.history):
+        assert ddp_row["usage"] == reference["usage"]
+        assert ddp_row["loss"] == pytest.approx(reference["loss"], rel=1e-4)
     # the diffusion model trained by two processes matches, and the logs are global-batch figures
     assert close(ddp["diffusion"], diffusion_whole.model.state_dict())
-    for mine, reference in zip(ddp["diffusion_history"], diffusion_whole.history, strict=True):
-        assert mine["loss"] == pytest.approx(reference["loss"], rel=1e-4)
-        assert mine["vlb"] == pytest.approx(reference["vlb"], rel=1e-4)
+    for ddp_row, reference in zip(ddp["diffusion_history"], diffusion_whole.history, strict=True):
+        assert ddp_row["loss"] == pytest.approx(reference["loss"], rel=1e-4)
+        assert ddp_row["vlb"] == pytest.approx(reference["vlb"], rel=1e-4)

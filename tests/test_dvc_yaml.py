@@ -16,47 +16,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.params import WEIGHTS_DIR, Params
+from pipeline.core.params import WEIGHTS_DIR, Params
 from tests.conftest import REPO
+from tests.import_graph import closure as module_closure
 
 SECTIONS = typing.get_type_hints(Params)
-PACKAGES = ("pipeline", "stages")
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
-def module_file(name: str) -> Path | None:
-    """The project file of a dotted module name (None for a package without code or an outside module)."""
-    if name.split(".")[0] not in PACKAGES:
-        return None
-    base = REPO / name.replace(".", "/")
-    if base.with_suffix(".py").is_file():
-        return base.with_suffix(".py")
-    init = base / "__init__.py"
-    return init if init.is_file() and init.read_text().strip() else None
-
-
-def imported_files(path: Path) -> set[Path]:
-    """The project modules ``path`` imports, including ``from package import module``."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        found |= {file for file in map(module_file, names) if file is not None}
-    return found
-
-
 def closure(stage: str) -> set[Path]:
-    todo, seen = [REPO / "stages" / f"{stage}.py"], set()
-    while todo:
-        path = todo.pop()
-        if path not in seen:
-            seen.add(path)
-            todo.extend(imported_files(path))
-    return seen
+    return module_closure(REPO / "stages" / f"{stage}.py")
 
 
 def sections_read(path: Path) -> set[str]:
@@ -116,7 +85,7 @@ def test_a_stage_declares_the_params_it_reads_and_their_files(name):
 
 def test_the_analysis_sees_what_it_must():
     """Guards the test itself: known facts of the code base, found by the analysis."""
-    assert REPO / "pipeline/sampler.py" in closure("sample")
-    assert REPO / "pipeline/prompts.py" in closure("embed")
+    assert REPO / "pipeline/diffusion/sampler.py" in closure("sample")
+    assert REPO / "pipeline/data/prompts.py" in closure("embed")
     assert sections_read(REPO / "stages/train.py") >= {"train", "distributed"}
     assert file_deps("clip") == {WEIGHTS_DIR} and file_deps("ingest") == {"${ingest.source}"}

@@ -7,9 +7,8 @@ import open_clip
 import torch
 from typer.testing import CliRunner
 
-from pipeline.cache import read_vectors
-from pipeline.clip_train import save_checkpoint
-from pipeline.embed import read_prompt_embeddings
+from pipeline.clip.train import save_clip
+from pipeline.data.vectors import read_prompt_embeddings, read_vectors
 from stages.cli import app
 from tests.conftest import REPO
 from tests.test_cache import write_ingest
@@ -19,7 +18,7 @@ def test_same_inputs_give_the_same_cache_bytes(tmp_path, params_file, monkeypatc
     torch.manual_seed(0)
     monkeypatch.chdir(tmp_path)  # a repository whose weights/ folder holds the CLIP file
     (tmp_path / "weights").mkdir()
-    save_checkpoint(open_clip.create_model("shapes-clip-tiny"), tmp_path / "weights/clip.pt")
+    save_clip(open_clip.create_model("shapes-clip-tiny"), tmp_path / "weights/clip.pt")
     ingest = write_ingest(tmp_path / "ingest")
     params = params_file({"clip.pretrained": "weights/clip.pt", "clip.batch_size": 5, "clip.device": "cpu",
                           "embed.prompts": str(REPO / "prompts/shapes.csv")})

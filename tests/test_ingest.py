@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.dataset import decode_pngs, load_images, read_table
-from pipeline.errors import UserError
-from pipeline.imagefile import SkipImage
-from pipeline.ingest import decode_items, ingest, split_of
-from pipeline.shapes import generate
-from pipeline.sources import SourceItem
+from pipeline.core.errors import UserError
+from pipeline.data.imagefile import SkipImage
+from pipeline.data.ingest import decode_items, ingest, split_of
+from pipeline.data.shards import decode_pngs, load_images, read_table
+from pipeline.data.sources import SourceItem
+from pipeline.worlds.shapes.render import generate
 from tests.conftest import REPO, make_params
 from tests.image_fixtures import broken_files, encode, good_files, pattern
 from tests.pool_decoders import DiesOnceDecoder, SabotagedDecoder, UnloadableDecoder

@@ -4,64 +4,17 @@ import pytest
 import torch
 import torch_fidelity
 from PIL import Image
-from torch_fidelity.metric_fid import fid_statistics_to_metric
 
-from pipeline import metrics
-from pipeline.errors import UserError
-from pipeline.metrics import (
-    alignment_accuracy,
+from pipeline.core.errors import UserError
+from pipeline.evaluate import metrics
+from pipeline.evaluate.metrics import (
     clip_scores,
     fd_embedding,
     fid_inception,
-    frechet_distance,
-    frechet_from_statistics,
-    gaussian_statistics,
     hessel_clipscore,
-    paired_cosine,
-    random_real_floor,
 )
-from pipeline.shapes import ATTRIBUTES, sample_spec
 
 torch.set_num_threads(1)
-
-
-def test_frechet_is_zero_for_identical_sets_and_symmetric():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(300, 8))
-    b = rng.normal(size=(200, 8)) @ rng.normal(size=(8, 8)) + 2
-    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-9)
-    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-9)
-    assert frechet_distance(a, b) > 1
-
-
-def test_frechet_matches_closed_form():
-    """Diagonal covariances: |mu_a - mu_b|^2 + sum (sd_a - sd_b)^2."""
-    mu_a, mu_b = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.5])
-    sd_a, sd_b = np.array([1.0, 2.0, 0.5]), np.array([3.0, 0.5, 0.5])
-    exact = ((mu_a - mu_b) ** 2).sum() + ((sd_a - sd_b) ** 2).sum()
-    assert frechet_from_statistics(mu_a, np.diag(sd_a**2), mu_b, np.diag(sd_b**2)) == pytest.approx(exact, rel=1e-9)
-    # Rotating both Gaussians together leaves the distance unchanged.
-    rotation, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))
-    rotated = frechet_from_statistics(rotation @ mu_a, rotation @ np.diag(sd_a**2) @ rotation.T,
-                                      rotation @ mu_b, rotation @ np.diag(sd_b**2) @ rotation.T)
-    assert rotated == pytest.approx(exact, rel=1e-9)
-    # From samples of those Gaussians, up to sampling error.
-    rng = np.random.default_rng(2)
-    samples_a = mu_a + sd_a * rng.normal(size=(40_000, 3))
-    samples_b = mu_b + sd_b * rng.normal(size=(40_000, 3))
-    assert frechet_distance(samples_a, samples_b) == pytest.approx(exact, rel=0.02)
-
-
-def test_frechet_agrees_with_torch_fidelity_and_handles_singular_covariances():
-    rng = np.random.default_rng(3)
-    a, b = rng.normal(size=(50, 6)), rng.normal(size=(60, 6)) * 1.5 + 0.3
-    (mu_a, s_a), (mu_b, s_b) = gaussian_statistics(a), gaussian_statistics(b)
-    reference = fid_statistics_to_metric({"mu": mu_a, "sigma": s_a}, {"mu": mu_b, "sigma": s_b}, False)
-    assert frechet_distance(a, b) == pytest.approx(reference[torch_fidelity.KEY_METRIC_FID], rel=1e-8)
-    few = rng.normal(size=(5, 20))  # rank-deficient covariance
-    assert np.isfinite(frechet_distance(few, few + 1)) and frechet_distance(few, few) == pytest.approx(0, abs=1e-9)
-    with pytest.raises(ValueError):
-        gaussian_statistics(np.zeros((1, 3)))
 
 
 def channel_stats(batch: torch.Tensor) -> torch.Tensor:
@@ -122,52 +75,3 @@ def test_clip_score_conventions():
     assert hessel_clipscore(-0.3) == 0 and hessel_clipscore(0.4) == pytest.approx(1.0)
 
 
-def test_paired_cosine():
-    a = np.array([[1.0, 0.0], [3.0, 4.0], [1.0, 1.0]])
-    b = np.array([[2.0, 0.0], [-3.0, -4.0], [0.0, 5.0]])
-    assert paired_cosine(a, torch.from_numpy(b)) == pytest.approx([1.0, -1.0, np.sqrt(0.5)])
-
-
-def labels_frame(rows):
-    return pd.DataFrame(rows, columns=list(ATTRIBUTES))
-
-
-def test_alignment_accuracy_on_constructed_cases():
-    labels = labels_frame([("circle", "red", "small", "left"), ("square", "blue", "large", "top"),
-                           ("triangle", "green", "small", "centre"), ("circle", "red", "large", "right")])
-    labels["wording"] = ["canonical", "new", "canonical", "new"]
-    predicted = {
-        "shape": ["circle", "square", "circle", "circle"],
-        "colour": ["red", "blue", "green", "red"],
-        "size": ["small", "large", "small", "large"],
-        "position": ["left", "top", "centre", "right"],
-        "found": [True, True, True, False],  # the last matches by luck but holds no object
-    }
-    result = alignment_accuracy(predicted, labels, by="wording")
-    assert result["shape"] == pytest.approx(2 / 4) and result["colour"] == pytest.approx(3 / 4)
-    assert result["all"] == pytest.approx(2 / 4) and result["found"] == pytest.approx(3 / 4) and result["n"] == 4
-    assert result["by_wording"]["canonical"]["all"] == pytest.approx(1 / 2)
-    assert result["by_wording"]["new"]["all"] == pytest.approx(1 / 2)
-    with pytest.raises(ValueError):
-        alignment_accuracy({k: v[:3] for k, v in predicted.items()}, labels)
-
-
-def test_random_real_floor_exact_and_by_sampling():
-    real = labels_frame([("circle", "red", "small", "left"), ("circle", "blue", "small", "left"),
-                         ("square", "red", "large", "top"), ("circle", "red", "small", "left")])
-    prompts = labels_frame([("circle", "red", "small", "left"), ("triangle", "red", "large", "top")])
-    floor = random_real_floor(real, prompts)
-    assert floor["shape"] == pytest.approx((3 / 4 + 0) / 2)
-    assert floor["colour"] == pytest.approx((3 / 4 + 3 / 4) / 2)
-    assert floor["all"] == pytest.approx((2 / 4 + 0) / 2) and floor["n_real"] == 4
-
-    # A generator that returns random real images scores the floor, up to sampling error.
-    rng = np.random.default_rng(0)
-    real = labels_frame([tuple(vars(sample_spec(rng)).values()) for _ in range(3000)])
-    prompts = labels_frame([tuple(vars(sample_spec(rng)).values()) for _ in range(60)])
-    prompts = prompts.loc[prompts.index.repeat(50)]  # 50 samples per prompt
-    drawn = real.iloc[rng.integers(len(real), size=len(prompts))].to_dict("list")
-    empirical = alignment_accuracy(drawn, prompts)
-    floor = random_real_floor(real, prompts)
-    for name in [*ATTRIBUTES, "all"]:
-        assert empirical[name] == pytest.approx(floor[name], abs=0.03), name

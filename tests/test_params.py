@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from pipeline.errors import ParamsError
-from pipeline.params import load_params, parse_params
+from pipeline.core.errors import ParamsError
+from pipeline.core.params import load_params, parse_params
 from tests.conftest import REPO, default_raw_params, with_overrides
 
 
@@ -43,8 +43,8 @@ def test_unknown_key_suggests_the_close_one():
 
 def test_missing_key_is_reported():
     raw = default_raw_params()
-    del raw["tokenizer"]["lr"]
-    with pytest.raises(ParamsError, match=r"tokenizer.lr is missing"):
+    del raw["tokenizer"]["optim"]["lr"]
+    with pytest.raises(ParamsError, match=r"tokenizer.optim.lr is missing"):
         parse_params(raw)
 
 
@@ -63,8 +63,8 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_scientific_notation_string_is_a_number():
-    params = parse_params(with_overrides(default_raw_params(), {"tokenizer.lr": "1e-4"}))
-    assert params.tokenizer.lr == pytest.approx(1e-4)
+    params = parse_params(with_overrides(default_raw_params(), {"tokenizer.optim.lr": "1e-4"}))
+    assert params.tokenizer.optim.lr == pytest.approx(1e-4)
 
 
 def test_cli_exits_2_and_touches_no_output(params_file, tmp_path):

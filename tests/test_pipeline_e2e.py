@@ -17,10 +17,10 @@ MICRO = {
     "ingest.shard_size": 100,
     "tokenizer.n_codes": 32, "tokenizer.code_dim": 8, "tokenizer.ch": 8, "tokenizer.ch_mult": [1, 2, 2],
     "tokenizer.attn_resolutions": [], "tokenizer.steps": 20, "tokenizer.tau_steps": 20, "tokenizer.batch_size": 16,
-    "tokenizer.warmup_steps": 2, "tokenizer.checkpoint_every": 10,
-    "clip.eval_images": 40, "clip.train.steps": 10, "clip.train.batch_size": 16, "clip.train.warmup_steps": 2,
+    "tokenizer.optim.warmup_steps": 2, "tokenizer.checkpoint_every": 10,
+    "clip.eval_images": 40, "clip.train.steps": 10, "clip.train.batch_size": 16, "clip.train.optim.warmup_steps": 2,
     "train.depth": 1, "train.width": 32, "train.heads": 2, "train.diffusion_steps": 10, "train.steps": 20,
-    "train.batch_size": 16, "train.warmup_steps": 2, "train.checkpoint_every": 10, "train.log_every": 5,
+    "train.batch_size": 16, "train.optim.warmup_steps": 2, "train.checkpoint_every": 10, "train.log_every": 5,
     "train.t_min_count": 2,
     "sample.samples_per_prompt": 2, "sample.steps": 5, "sample.full_steps_prompts": 2,
     "evaluate.reference_images": 20, "evaluate.checker_images": 50, "evaluate.batch_size": 32,
@@ -103,23 +103,22 @@ def test_embed_as_two_workers_writes_what_the_stage_wrote(workdir):
     assert (root / "data/prompt_embeddings.parquet").read_bytes() == (root / "sharded.parquet").read_bytes()
 
 
-def set_param(root, section, key, value):
+def set_param(root, dotted, value):
     raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw[section][key] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(with_overrides(raw, {dotted: value}), sort_keys=False))
 
 
 def test_a_tokenizer_param_reruns_only_the_tokenizer_and_downstream(workdir):
     root, env = workdir
     sh(["dvc", "repro"], root, env)
-    set_param(root, "tokenizer", "lr", 3.0e-4)
+    set_param(root, "tokenizer.optim.lr", 3.0e-4)
     assert stages_run(sh(["dvc", "repro"], root, env)) == {"tokenizer", "train", "sample", "evaluate"}
 
 
 def test_an_ingest_param_leaves_the_shapes_world_alone(workdir):
     root, env = workdir
     sh(["dvc", "repro"], root, env)
-    set_param(root, "ingest", "val_fraction", 0.25)
+    set_param(root, "ingest.val_fraction", 0.25)
     output = stages_run(sh(["dvc", "repro"], root, env))
     assert "shapes" not in output and "ingest" in output
 
@@ -127,7 +126,7 @@ def test_an_ingest_param_leaves_the_shapes_world_alone(workdir):
 def test_code_and_weights_changes_rerun_the_stages_that_use_them(workdir):
     root, env = workdir
     sh(["dvc", "repro"], root, env)
-    with open(root / "pipeline/diffusion.py", "a") as handle:  # the sampler's maths lives here too
+    with open(root / "pipeline/diffusion/process.py", "a") as handle:  # the sampler's maths lives here too
         handle.write("\n# edited\n")
     output = sh(["dvc", "repro"], root, env)
     assert stages_run(output) == {"train", "sample", "evaluate"}

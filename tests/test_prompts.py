@@ -1,26 +1,8 @@
 import pytest
 
-from pipeline.errors import UserError
-from pipeline.prompts import load_prompts, shapes_prompts
-from pipeline.shapes import ATTRIBUTES, POSITION_PHRASES
+from pipeline.core.errors import UserError
+from pipeline.data.prompts import load_prompts
 from tests.conftest import REPO
-
-
-def test_committed_shapes_prompts_match_the_builder():
-    committed = load_prompts(REPO / "prompts/shapes.csv")
-    assert committed.to_dict("records") == shapes_prompts().to_dict("records")
-
-
-def test_shapes_prompts_are_balanced_and_say_their_labels():
-    prompts = shapes_prompts()
-    assert len(prompts) == 60 and not prompts.duplicated(list(ATTRIBUTES)).any()
-    for name, values in ATTRIBUTES.items():
-        assert set(prompts[name].value_counts()) == {60 // len(values)}
-    for row in prompts.to_dict("records"):
-        text = row["prompt"].lower()
-        assert all(row[name] in text for name in ("shape", "colour", "size"))
-        assert POSITION_PHRASES[row["position"]] in text
-    assert (prompts["wording"] == "new").sum() == 30
 
 
 def test_text_prompts_with_prefix(tmp_path):

@@ -8,7 +8,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.pseudo_text import drop_mask, expected_cosine, perturb, pseudo_text
+from pipeline.diffusion.pseudo_text import drop_mask, perturb, pseudo_text
+
+
+def expected_cosine(scale: float, dim: int) -> float:
+    """E[cos(h, h')] for unit h and h' = normalise(h + scale * u), u uniform on the sphere.
+
+    With z = <u, h>, cos = (1 + scale z) / sqrt(1 + 2 scale z + scale^2) and z has density
+    proportional to (1 - z^2)^((dim - 3)/2) on [-1, 1]; the expectation is this one 1-D
+    integral, evaluated here by quadrature. For large dim it tends to 1/sqrt(1 + scale^2)
+    (0.894 for 0.5, 0.316 for 3).
+    """
+    if dim < 3:
+        raise ValueError(f"dim must be >= 3, got {dim}")
+    z = torch.linspace(-1.0, 1.0, 400_001, dtype=torch.float64)[1:-1]
+    log_w = 0.5 * (dim - 3) * torch.log1p(-z * z)
+    w = torch.exp(log_w - log_w.max())
+    cos = (1 + scale * z) / torch.sqrt(1 + 2 * scale * z + scale * scale)
+    return float((w * cos).sum() / w.sum())
 
 
 def unit(n: int, d: int, seed: int = 0) -> torch.Tensor:

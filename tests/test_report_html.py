@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.report_html import build_report, flatten, read_curve
+from pipeline.evaluate.report import build_report, flatten, read_curve
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)

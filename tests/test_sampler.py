@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.diffusion import Schedule
-from pipeline.sampler import guided, purity_step, sample, timesteps, truncate
-from pipeline.transformer import AdaLN, Transformer, TransformerConfig
+from pipeline.diffusion.process import Schedule
+from pipeline.diffusion.sampler import guided, purity_step, sample, timesteps, truncate
+from pipeline.diffusion.transformer import AdaLN, Transformer, TransformerConfig
 
 CFG = TransformerConfig(n_codes=7, grid_h=3, grid_w=4, steps=10, clip_dim=12, depth=2, width=32, heads=4)
 

@@ -2,7 +2,7 @@ import csv
 
 import numpy as np
 
-from pipeline.shapes import ATTRIBUTES, LABELS_FILE, ShapeSpec, caption, generate, render_example
+from pipeline.worlds.shapes.render import ATTRIBUTES, LABELS_FILE, ShapeSpec, caption, generate, render_example
 
 
 def read_labels(folder):

@@ -9,19 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import image_metrics as metrics
-from pipeline.params import TokenizerParams
-from pipeline.tokenizer_train import (decode_all, encode_all, evaluate_tokenizer, reconstruction_grid,
-                                      train_tokenizer)
-from pipeline.training import EMA, batch_indices, list_checkpoints, lr_at, save_checkpoint
-from pipeline.vqgan import VQGAN
+from pipeline.core.params import OptimParams, TokenizerParams
+from pipeline.core.training import EMA, batch_indices, list_checkpoints, lr_at, save_checkpoint
+from pipeline.tokenizer import metrics
+from pipeline.tokenizer.metrics import evaluate_tokenizer, reconstruction_grid
+from pipeline.tokenizer.model import VQGAN, decode_all, encode_all
+from pipeline.tokenizer.train import train_tokenizer
 
 
 def tiny_params(**changes) -> TokenizerParams:
     params = TokenizerParams(
         seed=0, n_codes=16, code_dim=8, ch=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], norm="group",
         recon_loss="l1", kl_weight=1e-3, usage_weight=0.0, tau_start=1.0, tau_end=0.1, tau_steps=6, steps=6,
-        batch_size=4, lr=1e-3, betas=[0.9, 0.99], weight_decay=0.01, warmup_steps=2, grad_clip=1.0, ema_decay=0.0, disc_weight=0.0,
+        batch_size=4, optim=OptimParams(lr=1e-3, betas=[0.9, 0.99], weight_decay=0.01, warmup_steps=2, grad_clip=1.0),
+        ema_decay=0.0, disc_weight=0.0,
         disc_start=0, perceptual_weights=None, perceptual_weight=1.0, checkpoint_every=2, encode_batch_size=8,
         device="cpu", threads=1, precision="fp32", compile=False, channels_last=False)
     return dataclasses.replace(params, **changes)
@@ -130,7 +131,7 @@ def test_a_finished_run_reloads_and_other_settings_start_afresh(tmp_path) -> Non
     again = train_tokenizer(params, data, tmp_path, progress=False)
     assert again.start_step == params.steps  # reloaded from the final checkpoint, not trained again
     assert weights_equal(first.model, again.model) and first.history == again.history
-    changed = dataclasses.replace(params, lr=2e-3)
+    changed = dataclasses.replace(params, optim=dataclasses.replace(params.optim, lr=2e-3))
     fresh = train_tokenizer(changed, data, tmp_path / "fresh", progress=False)
     over_stale = train_tokenizer(changed, data, tmp_path, progress=False)
     assert weights_equal(fresh.model, over_stale.model)

@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.transformer import AdaLN, Transformer, TransformerConfig, flops_per_step
-
+from pipeline.diffusion.transformer import AdaLN, Transformer, TransformerConfig, flops_per_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

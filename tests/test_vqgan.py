@@ -7,9 +7,17 @@ import math
 import pytest
 import torch
 
-from pipeline.vqgan import (VQGAN, PerceptualLoss, adaptive_gan_weight, discriminator_for, hinge_d_loss,
-                            hinge_g_loss, load_vqgan, save_vqgan, tau_at, to_model_range, to_uint8,
-                            usage_deficit, vgg16_features)
+from pipeline.tokenizer.losses import (
+    PerceptualLoss,
+    adaptive_gan_weight,
+    discriminator_for,
+    hinge_d_loss,
+    hinge_g_loss,
+    usage_deficit,
+    vgg16_features,
+)
+from pipeline.tokenizer.model import VQGAN, load_vqgan, save_vqgan, to_model_range, to_uint8
+from pipeline.tokenizer.train import tau_at
 
 
 def tiny(resolution: int = 32, ch_mult: tuple[int, ...] = (1, 2, 2), n_codes: int = 32, code_dim: int = 8,

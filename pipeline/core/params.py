@@ -1,0 +1,364 @@
+"""The params.yaml schema: one dataclass per stage section, validated once on load.
+
+Every key must be present in params.yaml (it is the one place that holds values), and
+every error names the key, the bad value and what is allowed, so a typo never runs a
+stage with a silently different setting.
+
+A key that names a file the user supplies says so (``rule(file=...)``), because DVC must
+see that file as a dependency of the stages that read the key: an ``input`` (always set)
+appears in dvc.yaml as ``${section.key}``; ``weights`` (optional, or an open_clip tag)
+must lie in the weights/ folder, which those stages depend on as a whole, since DVC
+cannot template a dependency from a null. tests/test_dvc_yaml.py checks both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.core.errors import ParamsError
+
+WEIGHTS_DIR = "weights"
+UserFile = Literal["input", "weights", "weights_or_tag"]
+
+
+def rule(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
+         lt: float | None = None, help: str = "", file: UserFile | None = None) -> Any:
+    """A required field with an optional numeric range (applies to list items too); ``file``
+    marks a key that names a user's file (see the module docstring)."""
+    return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help, "file": file})
+
+
+def _weights_location_error(value: str, kind: UserFile) -> str | None:
+    """None when ``value`` is a file under weights/ (or, for weights_or_tag, a tag like 'openai')."""
+    if kind == "weights_or_tag" and not re.search(r"[/\\.]", value):
+        return None
+    path = PurePosixPath(value.replace("\\", "/"))
+    if not path.is_absolute() and path.parts[:1] == (WEIGHTS_DIR,) and ".." not in path.parts:
+        return None
+    return (f"a local weights file must be inside {WEIGHTS_DIR}/, the folder DVC tracks for the stages that read it "
+            f"(so replacing the file reruns them): copy or link it there, e.g. ln -s {os.path.abspath(value)} {WEIGHTS_DIR}/ and "
+            f"set the key to {WEIGHTS_DIR}/{path.name}")
+
+
+Device = Literal["auto", "cpu", "cuda"]
+THREADS_HELP = "torch CPU threads; 0 = the CPUs this process may use"
+Precision = Literal["bf16", "fp32"]
+
+
+@dataclass(frozen=True)
+class ShapesParams:
+    """The procedurally rendered, captioned default world."""
+    n_images: int = rule(ge=1)
+    resolution: int = rule(ge=8, le=1024)
+    seed: int = rule(ge=0)
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    """Where the images come from and how they are cleaned."""
+    source: str = rule(help="folder, .zip, .tar(.gz) or .parquet of images", file="input")
+    labels: str | None = rule(help="CSV with a 'file' column, inside the folder/archive")
+    image_column: str = rule(help="bytes column of a Parquet source")
+    resolution: int = rule(ge=8, le=1024)
+    val_fraction: float = rule(ge=0, lt=1)
+    split_salt: str = rule()
+    shard_size: int = rule(ge=1)
+    max_file_mb: float = rule(gt=0)
+    max_pixels: int = rule(ge=1)
+    background: list[int] = rule(ge=0, le=255, help="RGB behind transparent pixels")
+    workers: int = rule(ge=0, help="decoding processes; 0 = the CPUs this process may use")
+
+
+@dataclass(frozen=True)
+class OptimParams:
+    """AdamW with a linear warm-up, the same keys in each trainer's section (pipeline/core/training.py)."""
+    lr: float = rule(gt=0, help="the peak, reached after warmup_steps")
+    betas: list[float] = rule(ge=0, lt=1)
+    weight_decay: float = rule(ge=0, help="on matrices and embedding tables only")
+    warmup_steps: int = rule(ge=0)
+    grad_clip: float = rule(ge=0, help="max global gradient norm; 0 = off")
+
+
+@dataclass(frozen=True)
+class TokenizerParams:
+    """Gumbel-softmax VQGAN: architecture, quantiser and training."""
+    seed: int = rule(ge=0)
+    n_codes: int = rule(ge=2)
+    code_dim: int = rule(ge=1)
+    ch: int = rule(ge=1)
+    ch_mult: list[int] = rule(ge=1, help="one entry per level; f = 2**(len-1)")
+    num_res_blocks: int = rule(ge=1)
+    attn_resolutions: list[int] = rule(ge=1)
+    norm: Literal["group", "none"] = rule(help="group: VQGAN's GroupNorm; none suits narrow CPU models")
+    recon_loss: Literal["l1", "mse"] = rule(help="mse weighs the large errors at object edges over background noise")
+    kl_weight: float = rule(ge=0)
+    usage_weight: float = rule(ge=0, help="weight of log K - entropy of the batch's mean code distribution")
+    tau_start: float = rule(gt=0)
+    tau_end: float = rule(gt=0)
+    tau_steps: int = rule(ge=1)
+    steps: int = rule(ge=1)
+    batch_size: int = rule(ge=1)
+    optim: OptimParams = rule()
+    ema_decay: float = rule(ge=0, lt=1, help="0 = off")
+    disc_weight: float = rule(ge=0, help="0 = no patch-GAN")
+    disc_start: int = rule(ge=0)
+    perceptual_weights: str | None = rule(help="local file in weights/; null = no perceptual loss", file="weights")
+    perceptual_weight: float = rule(ge=0)
+    checkpoint_every: int = rule(ge=1)
+    encode_batch_size: int = rule(ge=1)
+    device: Device = rule()
+    threads: int = rule(ge=0, help=THREADS_HELP)
+    precision: Precision = rule(help="autocast on CUDA; CPU always runs fp32")
+    compile: bool = rule(help="torch.compile the model (CUDA only)")
+    channels_last: bool = rule(help="NHWC memory layout for the convolutions (CUDA only)")
+
+
+@dataclass(frozen=True)
+class ClipTrainParams:
+    """Contrastive training of the small offline CLIP (used when clip.pretrained is null)."""
+    seed: int = rule(ge=0)
+    steps: int = rule(ge=1)
+    batch_size: int = rule(ge=2, help="distinct captions per batch (fewer if the data has fewer)")
+    optim: OptimParams = rule()
+    augment_p: float = rule(ge=0, le=1, help="share of captions reworded from the attribute columns")
+
+
+@dataclass(frozen=True)
+class ClipParams:
+    """The CLIP encoder (open_clip) and, without pretrained weights, how to train the small one."""
+    model: str = rule(help="an open_clip model name, or a config in pipeline/clip/configs")
+    pretrained: str | None = rule(help="open_clip tag (e.g. openai), a checkpoint file in weights/, or null = train",
+                                  file="weights_or_tag")
+    precision: Literal["fp32", "fp16", "bf16"] = rule(help="used on CUDA; CPU always runs fp32")
+    batch_size: int = rule(ge=1, help="embedding batch size")
+    eval_images: int = rule(ge=2, help="held-out images scored in reports/clip.json")
+    device: Device = rule()
+    threads: int = rule(ge=0, help=THREADS_HELP)
+    train: ClipTrainParams = rule()
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """The evaluation prompts whose CLIP text embeddings are cached with the image embeddings."""
+    prompts: str = rule(help="a CSV with a 'prompt' column, or a text file with one prompt per line", file="input")
+    prompt_prefix: str = rule(help='prepended to every prompt, e.g. "a photograph of "')
+    threads: int = rule(ge=0, help=THREADS_HELP)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """VQ-Diffusion transformer conditioned on pseudo text embeddings."""
+    seed: int = rule(ge=0)
+    depth: int = rule(ge=1)
+    width: int = rule(ge=8)
+    heads: int = rule(ge=1)
+    mlp_ratio: float = rule(gt=0)
+    mlp: Literal["linear", "conv"] = rule()
+    diffusion_steps: int = rule(ge=2, help="T")
+    abar_range: list[float] = rule(gt=0, lt=1, help="[start, end] of the keep probability")
+    gbar_range: list[float] = rule(gt=0, lt=1, help="[start, end] of the mask probability")
+    aux_weight: float = rule(ge=0)
+    t_min_count: int = rule(ge=1)
+    t_history_decay: float = rule(ge=0, lt=1)
+    pseudo_text: Literal["clipvq", "lafite", "none"] = rule()
+    pseudo_scale: float = rule(ge=0)
+    cond_drop: float = rule(ge=0, lt=1)
+    steps: int = rule(ge=1)
+    batch_size: int = rule(ge=1)
+    optim: OptimParams = rule()
+    ema_decay: float = rule(ge=0, lt=1, help="0 = off")
+    checkpoint_every: int = rule(ge=1)
+    log_every: int = rule(ge=1)
+    device: Device = rule()
+    threads: int = rule(ge=0, help=THREADS_HELP)
+    precision: Precision = rule(help="autocast on CUDA; CPU always runs fp32")
+    compile: bool = rule(help="torch.compile the model (CUDA only)")
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    """Reverse diffusion from the prompts' CLIP text embeddings."""
+    seed: int = rule(ge=0)
+    samples_per_prompt: int = rule(ge=1)
+    steps: int | None = rule(ge=1, help="reverse steps (skip-step posterior); null = all T")
+    guidance: float = rule(ge=0, help="classifier-free guidance scale; 1 = none")
+    truncation: float = rule(gt=0, le=1, help="keep the top codes up to this cumulative probability")
+    purity: bool = rule()
+    purity_sharpen: float = rule(ge=0)
+    full_steps_prompts: int = rule(ge=0, help="prompts also sampled with all T steps, to compare")
+    rerank: bool = rule(help="order each prompt's samples by CLIP cosine (best first)")
+    device: Device = rule()
+    threads: int = rule(ge=0, help=THREADS_HELP)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Frechet distance, CLIPScore and the CLIP-free text-alignment check."""
+    reference_images: int = rule(ge=2, help="held-out real images for the Frechet distance")
+    inception_weights: str | None = rule(help="Inception file in weights/ -> FID; null -> Frechet in CLIP space",
+                                         file="weights")
+    checker_images: int = rule(ge=1)
+    checker_seed: int = rule(ge=0)
+    batch_size: int = rule(ge=1)
+    threads: int = rule(ge=0, help=THREADS_HELP)
+
+
+@dataclass(frozen=True)
+class DistributedParams:
+    """Data-parallel runs under torchrun (tokenizer and train stages); ignored otherwise."""
+    backend: Literal["auto", "nccl", "gloo"] = rule(help="auto: nccl on CUDA, gloo on CPU")
+
+
+@dataclass(frozen=True)
+class Params:
+    shapes: ShapesParams
+    ingest: IngestParams
+    tokenizer: TokenizerParams
+    clip: ClipParams
+    embed: EmbedParams
+    train: TrainParams
+    sample: SampleParams
+    evaluate: EvaluateParams
+    distributed: DistributedParams
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, tp.__name__)
+
+
+def _range_error(value: float, meta: dict[str, Any]) -> str | None:
+    checks = [("ge", ">=", lambda a, b: a >= b), ("gt", ">", lambda a, b: a > b),
+              ("le", "<=", lambda a, b: a <= b), ("lt", "<", lambda a, b: a < b)]
+    bounds = [(sym, meta[key]) for key, sym, _ in checks if meta.get(key) is not None]
+    if all(ok(value, meta[key]) for key, _, ok in checks if meta.get(key) is not None):
+        return None
+    return "must be " + " and ".join(f"{sym} {bound}" for sym, bound in bounds)
+
+
+class _Validator:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.errors: list[str] = []
+
+    def fail(self, key: str, value: Any, allowed: str) -> None:
+        self.errors.append(f"{self.source}: {key} = {value!r}: {allowed}")
+
+    def convert(self, key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
+        origin = typing.get_origin(tp)
+        if dataclasses.is_dataclass(tp):
+            return self.section(key, value, tp)
+        if origin is Literal:
+            if value not in typing.get_args(tp):
+                self.fail(key, value, f"must be {_type_name(tp)}")
+            return value
+        if origin in (types.UnionType, typing.Union):
+            if value is None and type(None) in typing.get_args(tp):
+                return None
+            inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+            return self.convert(key, value, inner, meta)
+        if origin is list:
+            if not isinstance(value, list):
+                self.fail(key, value, f"must be {_type_name(tp)}")
+                return value
+            item = typing.get_args(tp)[0]
+            return [self.convert(f"{key}[{i}]", v, item, meta) for i, v in enumerate(value)]
+        return self.scalar(key, value, tp, meta)
+
+    def scalar(self, key: str, value: Any, tp: type, meta: dict[str, Any]) -> Any:
+        if tp is float and isinstance(value, str):
+            try:  # PyYAML reads "1e-4" as a string (YAML 1.1); accept it as the number it is
+                value = float(value)
+            except ValueError:
+                pass
+        ok = {
+            bool: isinstance(value, bool),
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, (int, float)) and not isinstance(value, bool),
+            str: isinstance(value, str),
+        }[tp]
+        if not ok:
+            self.fail(key, value, f"must be {_type_name(tp)}")
+            return value
+        if tp is float:
+            value = float(value)
+        if tp is str and meta.get("file") in ("weights", "weights_or_tag"):
+            problem = _weights_location_error(value, meta["file"])
+            if problem:
+                self.fail(key, value, problem)
+        if tp in (int, float):
+            problem = _range_error(value, meta)
+            if problem:
+                self.fail(key, value, problem)
+        return value
+
+    def section(self, prefix: str, raw: Any, cls: type) -> Any:
+        if not isinstance(raw, dict):
+            self.fail(prefix or "<top level>", raw, f"must be a mapping with keys {_field_names(cls)}")
+            return None
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key in raw:
+            if key not in fields:
+                close = difflib.get_close_matches(str(key), fields, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.fail(_join(prefix, key), raw[key], f"unknown key{hint}; allowed keys: {_field_names(cls)}")
+        values = {}
+        for name, f in fields.items():
+            key = _join(prefix, name)
+            if name not in raw:
+                self.errors.append(f"{self.source}: {key} is missing: add it ({_type_name(hints[name])})")
+                continue
+            values[name] = self.convert(key, raw[name], hints[name], dict(f.metadata))
+        if len(values) != len(fields) or self.errors:
+            return None
+        return cls(**values)
+
+
+def _join(prefix: str, key: Any) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _field_names(cls: type) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(cls))
+
+
+def parse_params(raw: Any, source: str = "params") -> Params:
+    """Validate a parsed params mapping; raise ParamsError listing every problem."""
+    validator = _Validator(source)
+    params = validator.section("", raw, Params)
+    if validator.errors:
+        raise ParamsError("\n".join(validator.errors))
+    return params
+
+
+def load_raw(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found; run from the repository root or pass --params")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from error
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    return parse_params(load_raw(path), str(path))

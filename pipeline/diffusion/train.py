@@ -1,0 +1,195 @@
+"""Train the VQ-Diffusion transformer on cached code grids and CLIP image embeddings.
+
+The network never sees a caption: each image's condition is its CLIP image embedding,
+perturbed into a pseudo text embedding and sometimes dropped to the null embedding. A run
+killed at any point resumes from its last checkpoint and, on CPU, ends with the same
+weights as an uninterrupted run (see pipeline/core/training.py for how).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.core import distributed
+from pipeline.core.device import autocast, resolve_device
+from pipeline.core.errors import UserError
+from pipeline.core.params import TrainParams
+from pipeline.core.rng import seed_everything, step_generator
+from pipeline.core.training import (
+    EMA,
+    Prefetcher,
+    batch_indices,
+    clip_gradients,
+    lr_at,
+    make_adamw,
+    resume_state,
+    run_fingerprint,
+    save_checkpoint,
+    set_lr,
+)
+from pipeline.data.vectors import read_vectors
+from pipeline.diffusion.process import Losses, Schedule, TimestepSampler, denoising_loss, q_sample
+from pipeline.diffusion.pseudo_text import pseudo_text
+from pipeline.diffusion.transformer import Transformer, TransformerConfig
+
+HISTORY_COLUMNS = ("step", "loss", "vlb", "aux", "lr", "steps_per_s")
+
+
+@dataclass
+class TrainingData:
+    codes: torch.Tensor  # (N, h, w) long
+    embeddings: torch.Tensor  # (N, D) float32, unit norm
+    n_codes: int
+    sources: dict[str, str]  # provenance of the caches, kept in the model file
+
+
+def load_training_data(tokens_dir: Path, embeddings_dir: Path, split: str = "train") -> TrainingData:
+    """Join the token-grid and CLIP-embedding caches on image id."""
+    tokens = read_vectors(tokens_dir, "codes", split)
+    embeddings = read_vectors(embeddings_dir, "embedding", split)
+    position = {image_id: i for i, image_id in enumerate(embeddings.ids)}
+    missing = [i for i in tokens.ids if i not in position]
+    if missing:
+        raise UserError(f"{embeddings_dir}: no CLIP embedding for {len(missing)} token grids "
+                        f"(e.g. id {missing[0]}); rerun the embed stage")
+    order = np.fromiter((position[i] for i in tokens.ids), dtype=np.int64, count=len(tokens.ids))
+    grid_h, grid_w = int(tokens.metadata["grid_h"]), int(tokens.metadata["grid_w"])
+    codes = torch.from_numpy(tokens.vectors.astype(np.int64)).view(-1, grid_h, grid_w)
+    sources = {f"tokens.{k}": v for k, v in tokens.metadata.items()}
+    sources |= {f"clip.{k}": v for k, v in embeddings.metadata.items()}
+    return TrainingData(codes, torch.from_numpy(embeddings.vectors[order].copy()),
+                        int(tokens.metadata["n_codes"]), sources)
+
+
+def model_config(params: TrainParams, n_codes: int, grid_h: int, grid_w: int, clip_dim: int) -> TransformerConfig:
+    """The transformer of ``params`` for a K-code h x w grid and CLIP embeddings of width ``clip_dim``."""
+    return TransformerConfig(n_codes=n_codes, grid_h=grid_h, grid_w=grid_w, steps=params.diffusion_steps,
+                             clip_dim=clip_dim, depth=params.depth, width=params.width,
+                             heads=params.heads, mlp_ratio=params.mlp_ratio, mlp=params.mlp)
+
+
+def schedule_for(params: TrainParams, n_codes: int) -> Schedule:
+    return Schedule(n_codes, params.diffusion_steps, abar_start=params.abar_range[0], abar_end=params.abar_range[1],
+                    gbar_start=params.gbar_range[0], gbar_end=params.gbar_range[1])
+
+
+@dataclass
+class DiffusionRun:
+    model: Transformer  # carries the EMA weights when EMA is on
+    config: TransformerConfig
+    history: list[dict[str, float]]
+    steps: int
+    images_seen: int
+    seconds: float  # training wall time, summed over resumed runs
+    start_step: int  # where this call began: 0 fresh, the checkpoint's step when resumed
+
+
+@dataclass
+class Trainer:
+    """What a training step advances. ``net`` runs the forward pass: ``model`` itself, or
+    ``model`` wrapped for data parallelism and compiled."""
+    model: Transformer
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None
+    t_sampler: TimestepSampler
+    schedule: Schedule
+
+
+def build_trainer(params: TrainParams, config: TransformerConfig, device: torch.device,
+                  state: dict[str, Any] | None = None) -> Trainer:
+    """A model initialised from ``params.seed`` with its optimiser, EMA and t-sampler, continued
+    from a checkpoint's ``state`` when given."""
+    seed_everything(params.seed)
+    model = Transformer(config).to(device)
+    optimizer = make_adamw(model, params.optim)
+    ema = EMA(model, params.ema_decay) if params.ema_decay > 0 else None
+    t_sampler = TimestepSampler(params.diffusion_steps, params.t_min_count, params.t_history_decay)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        t_sampler.load_state_dict(state["t_sampler"])
+    net = distributed.wrap(model)
+    net = torch.compile(net) if device.type == "cuda" and params.compile else net
+    return Trainer(model.train(), net, optimizer, ema, t_sampler, schedule_for(params, config.n_codes))
+
+
+def train_step(trainer: Trainer, loader: Prefetcher, step: int, params: TrainParams) -> tuple[Losses, torch.Tensor]:
+    """Train on batch ``step`` (the loader's rows for it), with noise drawn from (seed, step).
+
+    Every rank loads the whole global batch (small), draws its noise and runs the network on
+    its own rows of it, so all ranks keep the same t-sampler. Returns this rank's losses and
+    the global batch's per-sample L_t.
+    """
+    codes, embeddings = loader.get(step)
+    device, own_rows = loader.device, distributed.rows(params.batch_size)
+    generator = step_generator(params.seed, step, device)
+    cond, drop = pseudo_text(embeddings, params.pseudo_text, params.pseudo_scale, params.cond_drop, generator)
+    x0 = codes.flatten(1)
+    t, pt = trainer.t_sampler.sample(len(x0), device, generator)
+    x_t = q_sample(x0, t, trainer.schedule, generator)
+    set_lr(trainer.optimizer, lr_at(step, params.optim.lr, params.optim.warmup_steps, params.steps))
+    with autocast(device, params.precision):
+        losses = denoising_loss(trainer.net, x0[own_rows], x_t[own_rows], t[own_rows], pt[own_rows], cond[own_rows], drop[own_rows],
+                                trainer.schedule, params.aux_weight)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    losses.loss.backward()
+    clip_gradients(trainer.model, params.optim.grad_clip)
+    trainer.optimizer.step()
+    loader.start(step + 1)  # the next batch's copy overlaps the work queued above
+    vb = distributed.gather(losses.vb)
+    trainer.t_sampler.update(t, vb)
+    if trainer.ema is not None:
+        trainer.ema.update(trainer.model)
+    return losses, vb
+
+
+def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> DiffusionRun:
+    """Train for ``params.steps``, checkpointing into ``work_dir`` and resuming from it.
+
+    Under torchrun every process calls this with the same arguments and rank 0 writes the
+    checkpoints (see train_step and pipeline/core/distributed.py).
+    """
+    device = resolve_device(params.device)
+    config = model_config(params, data.n_codes, *data.codes.shape[1:], data.embeddings.shape[1])
+    key = run_fingerprint(params, {"sources": data.sources, "n": len(data.codes)})
+    state = resume_state(work_dir, key, "train")
+    trainer = build_trainer(params, config, device, state)
+    start, history, seconds = (0, [], 0.0) if state is None else (state["step"], state["history"], state["seconds"])
+    loader = Prefetcher([data.codes, data.embeddings],
+                        lambda step: batch_indices(len(data.codes), params.batch_size, step, params.seed), device)
+    progress = tqdm(range(start, params.steps), initial=start, total=params.steps, desc="train", unit="step",
+                    disable=not distributed.is_main())
+    tick, tick_step = time.perf_counter(), start
+    for step in progress:
+        losses, vb = train_step(trainer, loader, step, params)
+        done = step + 1
+        if done % params.log_every == 0 or done == params.steps:
+            now = time.perf_counter()
+            seconds += now - tick
+            loss, aux = distributed.mean(torch.stack([losses.loss.detach(), losses.aux.detach().mean()])).tolist()
+            row = {"step": done, "loss": loss, "vlb": vb.mean().item(), "aux": aux,
+                   "lr": trainer.optimizer.param_groups[0]["lr"],
+                   "steps_per_s": (done - tick_step) / max(now - tick, 1e-9)}
+            history.append(row)
+            progress.set_postfix(loss=f"{row['loss']:.3f}", vlb=f"{row['vlb']:.3f}", refresh=False)
+            tick, tick_step = now, done
+        if (done % params.checkpoint_every == 0 or done == params.steps) and distributed.is_main():
+            save_checkpoint(work_dir, done, {
+                "fingerprint": key, "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+                "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
+                "t_sampler": trainer.t_sampler.state_dict(), "history": history, "seconds": seconds,
+            })
+    model = trainer.model
+    if trainer.ema is not None:
+        trainer.ema.copy_to(model)
+    return DiffusionRun(model.eval(), config, history, params.steps, params.steps * params.batch_size, seconds, start)

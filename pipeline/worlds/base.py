@@ -1,0 +1,45 @@
+"""What a world is: a data set whose images carry attribute label columns, and what the
+pipeline needs to know of it beyond its images.
+
+The text-to-image model never reads captions; a world's words serve only to train the
+in-project CLIP and to write and score the evaluation prompts, so those live here and the
+trainers and metrics stay generic.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+Attributes = Mapping[str, str]  # one image's labels: attribute column -> value
+Images = np.ndarray | torch.Tensor | Sequence[Image.Image]
+
+
+@dataclass(frozen=True)
+class World:
+    name: str
+    attributes: Mapping[str, tuple[str, ...]]  # label columns (in report order) -> the values each takes
+    caption: Callable[[Attributes], str]  # the canonical caption the data carry
+    reword: Callable[[Attributes, np.random.Generator], str]  # a random training wording (in-project CLIP)
+    describe: Callable[[Attributes, str], str]  # a template filled with the canonical words
+    train_templates: tuple[str, ...]
+    new_templates: tuple[str, ...]  # never trained on: zero-shot accuracy in unseen wordings
+    prompts: Callable[..., pd.DataFrame]  # the evaluation prompt set: a prompt column and the attribute columns
+    # The CLIP-free checker, both or neither: labels per image plus "found" (an object was
+    # seen at all), and its own accuracy on (n, seed, resolution) fresh images.
+    classify: Callable[[Images], dict[str, list]] | None = None
+    checker_accuracy: Callable[[int, int, int], dict[str, float | int]] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.classify is None) != (self.checker_accuracy is None):
+            raise ValueError(f"world {self.name!r}: a checker needs both classify and checker_accuracy")
+
+    def attribute_combinations(self) -> list[dict[str, str]]:
+        """Every combination of attribute values (the zero-shot classes), in a fixed order."""
+        return [dict(zip(self.attributes, values)) for values in itertools.product(*self.attributes.values())]
