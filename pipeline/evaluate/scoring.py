@@ -62,7 +62,7 @@ def text_alignment(world: World, index: pd.DataFrame, images: torch.Tensor,
     if full is not None:
         full_index, full_images = full
         same = index["prompt_index"].isin(full_index["prompt_index"]).to_numpy()
-        out["fast_vs_full_t"] = {"fast": alignment(world, index[same], images[torch.from_numpy(same)]),
+        out["fast_vs_full_t"] = {"fast": alignment(world, index[same], images[torch.tensor(same)]),
                                  "full_t": alignment(world, full_index, full_images)}
     return out
 
