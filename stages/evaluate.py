@@ -9,10 +9,11 @@ from pipeline.core.atomic import write_json
 from pipeline.core.device import use_threads
 from pipeline.core.params import load_params
 from pipeline.data.shards import decode_pngs, read_table
-from pipeline.data.vectors import read_vectors
+from pipeline.data.vectors import read_prompt_embeddings, read_vectors
 from pipeline.diffusion.sample_set import FULL_T
 from pipeline.evaluate.report import build_report
-from pipeline.evaluate.scoring import clip_score_summary, frechet, load_samples, scrambled_grids, text_alignment
+from pipeline.evaluate.scoring import (clip_cosines, clip_score_summary, frechet, load_samples, samples_sheet,
+                                       scrambled_grids, text_alignment)
 from pipeline.tokenizer.model import decode_all, load_vqgan
 from pipeline.worlds.registry import world_of
 from stages.common import ParamsOption, user_errors
@@ -22,6 +23,8 @@ from stages.common import ParamsOption, user_errors
 def main(
     params: ParamsOption = Path("params.yaml"),
     samples: Annotated[Path, typer.Option(help="The sample stage's output.")] = Path("data/samples"),
+    prompts: Annotated[Path, typer.Option(help="Prompt text embeddings (embed stage), for CLIPScore.")] = Path(
+        "data/prompt_embeddings.parquet"),
     ingest: Annotated[Path, typer.Option(help="Ingest shards (held-out reference images).")] = Path("data/ingest"),
     tokens: Annotated[Path, typer.Option(help="Token-grid cache (for the scrambled baseline).")] = Path("data/tokens"),
     tokenizer: Annotated[Path, typer.Option(help="The trained tokenizer.")] = Path("models/tokenizer.pt"),
@@ -35,6 +38,7 @@ def main(
     use_threads(evaluate.threads)
     encoder = load_encoder(settings.clip, clip_dir)
     index, images = load_samples(samples)
+    cosine = clip_cosines(index, images, encoder.embed_images, read_prompt_embeddings(prompts)[1])
     reference_table = read_table(ingest, None, "val").slice(0, evaluate.reference_images)
     reference = decode_pngs(reference_table["image"].to_pylist())
     vqgan = load_vqgan(tokenizer)
@@ -47,7 +51,7 @@ def main(
                                        evaluate.batch_size),
                     "scrambled_token_baseline": frechet(scrambled, reference, encoder.embed_images,
                                                         evaluate.inception_weights, evaluate.batch_size)},
-        "clipscore": clip_score_summary(index),
+        "clipscore": clip_score_summary(index, cosine),
     }
     world = world_of(reference_table.column_names)
     if world is not None and world.classify is not None and set(world.attributes) <= set(index.columns):
@@ -57,7 +61,9 @@ def main(
                                               evaluate.checker_seed)
     write_json(metrics_out, metrics)
     reports = metrics_out.parent
-    build_report(html, metrics, {"evaluation prompts": [samples / "contact_sheet.png"]},
+    order = "best CLIP cosine first" if evaluate.rerank else "in sample order"
+    sheet = samples_sheet(index, images, cosine, evaluate.rerank)
+    build_report(html, metrics, {"evaluation prompts": [(f"samples per prompt, {order}", sheet)]},
                  reports / "tokenizer_recon.png",
                  {"tokenizer": reports / "tokenizer_curves.csv", "train": reports / "train_curves.csv"})
     typer.echo(f"evaluate: wrote {metrics_out} and {html}")

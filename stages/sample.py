@@ -3,7 +3,6 @@ from typing import Annotated
 
 import typer
 
-from pipeline.clip.weights import load_encoder
 from pipeline.core.atomic import atomic_dir, write_json
 from pipeline.core.device import resolve_device, use_threads
 from pipeline.core.params import load_params
@@ -20,7 +19,6 @@ def main(
     model_path: Annotated[Path, typer.Option("--model", help="The trained diffusion model.")] = Path(
         "models/diffusion.pt"),
     tokenizer: Annotated[Path, typer.Option(help="The trained tokenizer.")] = Path("models/tokenizer.pt"),
-    clip_dir: Annotated[Path, typer.Option("--clip", help="The clip stage's output.")] = Path("models/clip"),
     prompts: Annotated[Path, typer.Option(help="Prompt text embeddings (embed stage).")] = Path(
         "data/prompt_embeddings.parquet"),
     out: Annotated[Path, typer.Option(help="Sample PNGs, index.parquet and contact_sheet.png.")] = Path("data/samples"),
@@ -33,11 +31,10 @@ def main(
     device = resolve_device(sample.device)
     model, schedule, _ = load_model(model_path, device)
     vqgan = load_vqgan(tokenizer, device)
-    encoder = load_encoder(settings.clip, clip_dir)
     frame, text_embeddings = read_prompt_embeddings(prompts)
     with atomic_dir(out) as tmp:
         timing = sample_prompt_set(model, schedule, lambda codes: decode_all(vqgan, codes, 256), frame,
-                                   text_embeddings, encoder.embed_images, sample, tmp)
+                                   text_embeddings, sample, tmp)
     write_json(report, {"sampler": {"guidance": sample.guidance, "truncation": sample.truncation,
                                     "purity": sample.purity, "samples_per_prompt": sample.samples_per_prompt},
                         **timing})

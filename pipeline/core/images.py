@@ -1,4 +1,5 @@
-"""One normaliser for image batches, whatever form they come in."""
+"""Image batches: one normaliser for whatever form they come in, and the contact sheet that
+lays them out a row per prompt."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 ImageBatch = np.ndarray | torch.Tensor | Sequence[Image.Image]
 
@@ -24,3 +25,17 @@ def as_uint8_nchw(images: ImageBatch) -> torch.Tensor:
     if images.dtype != torch.uint8:
         images = images.float().round().clamp(0, 255).to(torch.uint8)
     return images.contiguous()
+
+
+def contact_sheet(images: np.ndarray, labels: list[str], cell: int = 64, label_width: int = 300) -> Image.Image:
+    """One row per prompt: its label, then its samples (images: (P, N, H, W, 3) uint8)."""
+    rows, columns = images.shape[:2]
+    sheet = Image.new("RGB", (label_width + columns * cell, rows * cell), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=12)
+    for r in range(rows):
+        draw.text((4, r * cell + cell // 2), labels[r], fill="black", font=font, anchor="lm")
+        for c in range(columns):
+            tile = Image.fromarray(images[r, c]).resize((cell, cell), Image.Resampling.NEAREST)
+            sheet.paste(tile, (label_width + c * cell, r * cell))
+    return sheet

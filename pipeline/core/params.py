@@ -196,7 +196,6 @@ class SampleParams:
     purity: bool = rule()
     purity_sharpen: float = rule(ge=0)
     full_steps_prompts: int = rule(ge=0, help="prompts also sampled with all T steps, to compare")
-    rerank: bool = rule(help="order each prompt's samples by CLIP cosine (best first)")
     device: Device = rule()
     threads: int = rule(ge=0, help=THREADS_HELP)
 
@@ -210,6 +209,7 @@ class EvaluateParams:
     checker_images: int = rule(ge=1)
     checker_seed: int = rule(ge=0)
     batch_size: int = rule(ge=1)
+    rerank: bool = rule(help="show each prompt's samples best first by CLIP cosine in the report")
     threads: int = rule(ge=0, help=THREADS_HELP)
 
 

@@ -1,49 +1,24 @@
 """The sample stage's output: every evaluation prompt sampled in reverse diffusion from its CLIP
 text embedding, fast (skip-step) and, for the first few prompts, with all T steps; PNGs, an
-index with the prompts' labels and seeds, each sample's CLIP cosine and rank, a contact sheet.
+index with the prompts' labels and seeds, a contact sheet.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
+from pipeline.core.images import contact_sheet
 from pipeline.core.params import SampleParams
 from pipeline.diffusion.generate import Decode, generate_images, settings_from
 from pipeline.diffusion.process import Schedule
 
-Score = Callable[[torch.Tensor], np.ndarray]  # uint8 images (B, 3, H, W) -> (B, D) unit CLIP embeddings
-
-
 FULL_T = "full_t"  # the sample stage's subfolder of prompts also sampled with all T steps
-
-
-def contact_sheet(images: np.ndarray, labels: list[str], cell: int = 64, label_width: int = 300) -> Image.Image:
-    """One row per prompt: its label, then its samples (images: (P, N, H, W, 3) uint8)."""
-    rows, columns = images.shape[:2]
-    sheet = Image.new("RGB", (label_width + columns * cell, rows * cell), "white")
-    draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=12)
-    for r in range(rows):
-        draw.text((4, r * cell + cell // 2), labels[r], fill="black", font=font, anchor="lm")
-        for c in range(columns):
-            tile = Image.fromarray(images[r, c]).resize((cell, cell), Image.Resampling.NEAREST)
-            sheet.paste(tile, (label_width + c * cell, r * cell))
-    return sheet
-
-
-def rank_by_cosine(cosine: np.ndarray) -> np.ndarray:
-    """(P, N) cosines -> rank of each sample within its prompt (0 = best)."""
-    order = np.argsort(-cosine, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(cosine.shape[1])[None].repeat(len(cosine), 0), axis=1)
-    return ranks
 
 
 def write_pngs(folder: Path, images: torch.Tensor) -> list[str]:
@@ -58,10 +33,9 @@ def write_pngs(folder: Path, images: torch.Tensor) -> list[str]:
 
 
 def sample_prompt_set(model: torch.nn.Module, schedule: Schedule, decode: Decode, prompts: pd.DataFrame,
-                      text_embeddings: np.ndarray, embed_images: Score, params: SampleParams,
-                      folder: Path) -> dict[str, dict]:
-    """Write the samples of every prompt into ``folder`` (FULL_T/ for the all-T pass); return
-    each pass's speed. Samples are ranked by CLIP cosine to their prompt for the contact sheet."""
+                      text_embeddings: np.ndarray, params: SampleParams, folder: Path) -> dict[str, dict]:
+    """Write the samples of every prompt into ``folder`` (FULL_T/ for the all-T pass) with a contact
+    sheet in sample order; return each pass's speed. Scoring them is the evaluate stage's job."""
     device = next(model.parameters()).device
     conditions = torch.tensor(text_embeddings, device=device)  # a copy: the Arrow view is read-only
     passes = {"fast": (params.steps, len(prompts)),
@@ -79,26 +53,18 @@ def sample_prompt_set(model: torch.nn.Module, schedule: Schedule, decode: Decode
                         "images_per_second": round(n_images / seconds, 3)}
         out = folder if name == "fast" else folder / FULL_T
         out.mkdir(exist_ok=True)
-        cosine = np.sum(embed_images(images.flatten(0, 1)).reshape(*images.shape[:2], -1)
-                        * text_embeddings[:count, None, :], axis=-1)
-        ranks = rank_by_cosine(cosine)
-        _write_index(out, prompts, images, seeds, cosine, ranks)
+        _write_index(out, prompts, images, seeds)
         if name == "fast":
-            shown = images.permute(0, 1, 3, 4, 2).numpy()
-            if params.rerank:
-                shown = np.take_along_axis(shown, np.argsort(ranks, axis=1)[:, :, None, None, None], axis=1)
-            contact_sheet(shown, prompts["prompt"].tolist()[:count]).save(folder / "contact_sheet.png")
+            contact_sheet(images.permute(0, 1, 3, 4, 2).numpy(), prompts["prompt"].tolist()[:count]).save(
+                folder / "contact_sheet.png")
     return timing
 
 
-def _write_index(folder: Path, prompts: pd.DataFrame, images: torch.Tensor, seeds: list[int], cosine: np.ndarray,
-                 ranks: np.ndarray) -> None:
+def _write_index(folder: Path, prompts: pd.DataFrame, images: torch.Tensor, seeds: list[int]) -> None:
     count, per_prompt = images.shape[:2]
     index = prompts.iloc[np.repeat(np.arange(count), per_prompt)].reset_index(drop=True)
     index.insert(0, "prompt_index", np.repeat(np.arange(count), per_prompt))
     index.insert(2, "sample", np.tile(np.arange(per_prompt), count))
     index.insert(3, "seed", np.repeat(seeds, per_prompt))
     index["path"] = write_pngs(folder, images)
-    index["clip_cosine"] = cosine.reshape(-1)
-    index["rank"] = ranks.reshape(-1)
     index.to_parquet(folder / "index.parquet", index=False)

@@ -68,15 +68,19 @@ def metrics_table(metrics: Mapping) -> str:
 
 
 def embedded_image(path: str | Path, caption: str | None = None) -> str:
-    """A <figure> with the PNG inlined, or a note when the file is missing or not a PNG."""
+    """A <figure> with the PNG file inlined, or a note when the file is missing or not a PNG."""
     path = Path(path)
     if not path.is_file():
         return _note(f"missing image: {path}")
-    data = path.read_bytes()
+    return embedded_png(path.read_bytes(), caption if caption is not None else path.stem, str(path))
+
+
+def embedded_png(data: bytes, caption: str, where: str = "image") -> str:
+    """A <figure> with PNG bytes inlined (a note for bytes that are not a PNG)."""
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return _note(f"not a PNG file: {path}")
+        return _note(f"not a PNG file: {where}")
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    text = html.escape(caption if caption is not None else path.stem)
+    text = html.escape(caption)
     width = int.from_bytes(data[16:20], "big")  # IHDR; small sheets are shown enlarged
     scale = min(MAX_ENLARGE, max(1, SMALL_IMAGE_PX // max(width, 1)))
     return (f'<figure><img src="{uri}" alt="{text}" width="{width * scale}">'
@@ -166,12 +170,14 @@ def curves_section(path: str | Path) -> str:
     return "".join(svg_chart(column, points, step) for column, points in series.items())
 
 
-def build_report(out_path: str | Path, metrics: Mapping, contact_sheets: Mapping[str, Sequence[str | Path]],
+def build_report(out_path: str | Path, metrics: Mapping,
+                 contact_sheets: Mapping[str, Sequence[str | Path | tuple[str, bytes]]],
                  reconstruction_grid: str | Path | None, curves: Mapping[str, str | Path],
                  title: str = "Language-free text-to-image: evaluation report") -> str:
     """Write the page atomically to ``out_path`` and return its HTML.
 
-    ``contact_sheets`` maps a prompt-set name to its sheet PNGs (captioned by file stem);
+    ``contact_sheets`` maps a prompt-set name to its sheets: PNG files (captioned by file stem)
+    or (caption, PNG bytes) pairs;
     ``curves`` maps a chart group name (e.g. "tokenizer") to a CSV/TSV of step + values.
     """
     parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Metrics</h2>", metrics_table(metrics)]
@@ -181,7 +187,7 @@ def build_report(out_path: str | Path, metrics: Mapping, contact_sheets: Mapping
     for name, sheets in contact_sheets.items():
         parts.append(f"<h3>{html.escape(name)}</h3>")
         if sheets:
-            parts.extend(embedded_image(p) for p in sheets)
+            parts.extend(embedded_png(p[1], p[0]) if isinstance(p, tuple) else embedded_image(p) for p in sheets)
         else:
             parts.append(_note("no sheets in this set"))
     parts.append("<h2>Tokenizer reconstructions</h2>")

@@ -3,6 +3,7 @@ CLIPScore, and text alignment judged by a world's CLIP-free checker."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from pipeline.core.images import as_uint8_nchw
+from pipeline.core.images import as_uint8_nchw, contact_sheet
 from pipeline.evaluate.alignment import alignment_accuracy, random_real_floor
 from pipeline.evaluate.metrics import clip_scores, fd_embedding, fid_inception
 from pipeline.worlds.base import World
@@ -67,7 +68,32 @@ def text_alignment(world: World, index: pd.DataFrame, images: torch.Tensor,
     return out
 
 
-def clip_score_summary(index: pd.DataFrame) -> dict:
+def clip_cosines(index: pd.DataFrame, images: torch.Tensor, embed: Embed, text_embeddings: np.ndarray) -> np.ndarray:
+    """Each sample's CLIP cosine to its prompt (unit embeddings: the dot product), in index order."""
+    return np.sum(embed(images) * text_embeddings[index["prompt_index"].to_numpy()], axis=-1)
+
+
+def clip_score_summary(index: pd.DataFrame, cosine: np.ndarray) -> dict:
     """CLIPScore conventions, named: raw cosine and Hessel's 2.5 * max(cos, 0)."""
-    return clip_scores(pd.DataFrame({"prompt": index["prompt_index"], "sample": index["sample"],
-                                     "cosine": index["clip_cosine"]}))
+    return clip_scores(pd.DataFrame({"prompt": index["prompt_index"], "sample": index["sample"], "cosine": cosine}))
+
+
+def rank_by_cosine(cosine: np.ndarray) -> np.ndarray:
+    """(P, N) cosines -> rank of each sample within its prompt (0 = best)."""
+    order = np.argsort(-cosine, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(cosine.shape[1])[None].repeat(len(cosine), 0), axis=1)
+    return ranks
+
+
+def samples_sheet(index: pd.DataFrame, images: torch.Tensor, cosine: np.ndarray, best_first: bool) -> bytes:
+    """The contact sheet of the samples as PNG bytes: a row per prompt, best CLIP cosine first
+    when ``best_first`` (the sample stage's own sheet keeps sample order)."""
+    prompts = index.drop_duplicates("prompt_index")["prompt"].tolist()
+    grid = images.view(len(prompts), -1, *images.shape[1:]).permute(0, 1, 3, 4, 2).numpy()
+    if best_first:
+        order = np.argsort(rank_by_cosine(cosine.reshape(len(prompts), -1)), axis=1)
+        grid = np.take_along_axis(grid, order[:, :, None, None, None], axis=1)
+    buffer = io.BytesIO()
+    contact_sheet(grid, prompts).save(buffer, format="PNG")
+    return buffer.getvalue()
