@@ -132,4 +132,4 @@ def test_code_and_weights_changes_rerun_the_stages_that_use_them(workdir):
     assert stages_run(output) == {"train", "sample", "evaluate"}
     assert f"train: resuming from step {MICRO['train.steps']}" in output  # finished: reloaded, not retrained
     (root / "weights/vgg16.pt").write_bytes(b"a user's weights file")
-    assert stages_run(sh(["dvc", "repro"], root, env)) >= {"tokenizer", "clip", "embed", "sample", "evaluate"}
+    assert stages_run(sh(["dvc", "repro"], root, env)) >= {"tokenizer", "clip", "embed", "evaluate"}
