@@ -31,6 +31,7 @@ from diffusers import VQDiffusionScheduler
 from pipeline.core.device import resolve_device
 from pipeline.core.params import Params, load_params
 from pipeline.diffusion.generate import generate_images, settings_from
+from pipeline.diffusion.model import noise_schedule
 from pipeline.diffusion.process import LOG_ZERO, Schedule, log_posterior, q_sample
 from pipeline.diffusion.sampler import posterior_step
 from pipeline.diffusion.train import model_config
@@ -105,8 +106,7 @@ def sampling_rate(params: Params, prompts: int, repeats: int, device: torch.devi
     torch.manual_seed(0)
     model = Transformer(model_config(train, n_codes, grid, grid, CLIP_DIM)).to(device).eval()
     vqgan = build_vqgan(params.tokenizer, params.ingest.resolution).to(device).eval()
-    schedule = Schedule(n_codes, train.diffusion_steps, abar_start=train.abar_range[0], abar_end=train.abar_range[1],
-                        gbar_start=train.gbar_range[0], gbar_end=train.gbar_range[1])
+    schedule = noise_schedule(n_codes, train.diffusion_steps, train.abar_range, train.gbar_range)
     conditions = F.normalize(torch.randn(prompts, CLIP_DIM, device=device), dim=-1)
 
     def run(n_prompts: int, per_prompt: int, steps: int | None) -> None:

@@ -46,8 +46,8 @@ def _weights_location_error(value: str, kind: UserFile) -> str | None:
     if not path.is_absolute() and path.parts[:1] == (WEIGHTS_DIR,) and ".." not in path.parts:
         return None
     return (f"a local weights file must be inside {WEIGHTS_DIR}/, the folder DVC tracks for the stages that read it "
-            f"(so replacing the file reruns them): copy or link it there, e.g. ln -s {os.path.abspath(value)} {WEIGHTS_DIR}/ and "
-            f"set the key to {WEIGHTS_DIR}/{path.name}")
+            f"(so replacing the file reruns them): copy or link it there, e.g. "
+            f"ln -s {os.path.abspath(value)} {WEIGHTS_DIR}/ and set the key to {WEIGHTS_DIR}/{path.name}")
 
 
 Device = Literal["auto", "cpu", "cuda"]

@@ -16,6 +16,12 @@ from pipeline.diffusion.process import Schedule
 from pipeline.diffusion.transformer import Transformer, TransformerConfig
 
 
+def noise_schedule(n_codes: int, steps: int, abar_range: list[float], gbar_range: list[float]) -> Schedule:
+    """The schedule from its [start, end] keep and mask probabilities, as params and model files give them."""
+    return Schedule(n_codes, steps, abar_start=abar_range[0], abar_end=abar_range[1],
+                    gbar_start=gbar_range[0], gbar_end=gbar_range[1])
+
+
 def save_model(path: Path, model: Transformer, config: TransformerConfig, abar_range: list[float],
                gbar_range: list[float], sources: dict[str, str]) -> None:
     """The trained (EMA) weights with everything needed to rebuild model and schedule."""
@@ -35,7 +41,5 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[Transfor
     config = TransformerConfig(**payload["config"])
     model = Transformer(config)
     model.load_state_dict(payload["state_dict"])
-    abar, gbar = payload["schedule"]["abar_range"], payload["schedule"]["gbar_range"]
-    schedule = Schedule(config.n_codes, config.steps, abar_start=abar[0], abar_end=abar[1],
-                        gbar_start=gbar[0], gbar_end=gbar[1])
+    schedule = noise_schedule(config.n_codes, config.steps, **payload["schedule"])
     return model.to(device).eval(), schedule, payload["sources"]

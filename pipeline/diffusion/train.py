@@ -35,6 +35,7 @@ from pipeline.core.training import (
     set_lr,
 )
 from pipeline.data.vectors import read_vectors
+from pipeline.diffusion.model import noise_schedule
 from pipeline.diffusion.process import Losses, Schedule, TimestepSampler, denoising_loss, q_sample
 from pipeline.diffusion.pseudo_text import pseudo_text
 from pipeline.diffusion.transformer import Transformer, TransformerConfig
@@ -73,11 +74,6 @@ def model_config(params: TrainParams, n_codes: int, grid_h: int, grid_w: int, cl
     return TransformerConfig(n_codes=n_codes, grid_h=grid_h, grid_w=grid_w, steps=params.diffusion_steps,
                              clip_dim=clip_dim, depth=params.depth, width=params.width,
                              heads=params.heads, mlp_ratio=params.mlp_ratio, mlp=params.mlp)
-
-
-def schedule_for(params: TrainParams, n_codes: int) -> Schedule:
-    return Schedule(n_codes, params.diffusion_steps, abar_start=params.abar_range[0], abar_end=params.abar_range[1],
-                    gbar_start=params.gbar_range[0], gbar_end=params.gbar_range[1])
 
 
 @dataclass
@@ -120,7 +116,7 @@ def build_trainer(params: TrainParams, config: TransformerConfig, device: torch.
         t_sampler.load_state_dict(state["t_sampler"])
     net = distributed.wrap(model)
     net = torch.compile(net) if device.type == "cuda" and params.compile else net
-    return Trainer(model.train(), net, optimizer, ema, t_sampler, schedule_for(params, config.n_codes))
+    return Trainer(model.train(), net, optimizer, ema, t_sampler, noise_schedule(config.n_codes, params.diffusion_steps, params.abar_range, params.gbar_range))
 
 
 def train_step(trainer: Trainer, loader: Prefetcher, step: int, params: TrainParams) -> tuple[Losses, torch.Tensor]:
@@ -139,8 +135,8 @@ def train_step(trainer: Trainer, loader: Prefetcher, step: int, params: TrainPar
     x_t = q_sample(x0, t, trainer.schedule, generator)
     set_lr(trainer.optimizer, lr_at(step, params.optim.lr, params.optim.warmup_steps, params.steps))
     with autocast(device, params.precision):
-        losses = denoising_loss(trainer.net, x0[own_rows], x_t[own_rows], t[own_rows], pt[own_rows], cond[own_rows], drop[own_rows],
-                                trainer.schedule, params.aux_weight)
+        losses = denoising_loss(trainer.net, x0[own_rows], x_t[own_rows], t[own_rows], pt[own_rows],
+                                cond[own_rows], drop[own_rows], trainer.schedule, params.aux_weight)
     trainer.optimizer.zero_grad(set_to_none=True)
     losses.loss.backward()
     clip_gradients(trainer.model, params.optim.grad_clip)
