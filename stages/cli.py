@@ -12,7 +12,8 @@ if not sys.stderr.isatty():
 
 import typer  # noqa: E402
 
-from stages import clip, embed, evaluate, generate, ingest, sample, shapes, tokenizer, train  # noqa: E402
+from stages import (clip, embed, evaluate, generate, ingest, prompts, sample, scorer, shapes,  # noqa: E402
+                    tokenizer, train)
 
 app = typer.Typer(
     help="Language-free text-to-image training: each command is one DVC stage (see dvc.yaml).",
@@ -21,9 +22,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("shapes")(shapes.main)
+app.command("prompts")(prompts.main)
 app.command("ingest")(ingest.main)
 app.command("tokenizer")(tokenizer.main)
 app.command("clip")(clip.main)
+app.command("scorer")(scorer.main)
 app.command("embed")(embed.main)
 app.command("train")(train.main)
 app.command("sample")(sample.main)

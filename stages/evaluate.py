@@ -1,19 +1,23 @@
+import json
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import torch
 import typer
 
 from pipeline.clip.weights import load_encoder
 from pipeline.core.atomic import write_json
 from pipeline.core.device import use_threads
+from pipeline.core.errors import UserError
 from pipeline.core.params import load_params
 from pipeline.data.shards import decode_pngs, read_table
-from pipeline.data.vectors import read_prompt_embeddings, read_vectors
+from pipeline.data.vectors import read_vectors
 from pipeline.diffusion.sample_set import FULL_T
 from pipeline.evaluate.report import build_report
-from pipeline.evaluate.scoring import (clip_cosines, clip_score_summary, frechet, load_samples, samples_sheet,
-                                       scrambled_grids, text_alignment)
+from pipeline.evaluate.scorecard import scorecard
+from pipeline.evaluate.scoring import (checker_on_reconstructions, clip_cosines, clip_score_summary, frechet,
+                                       load_samples, prompt_sets, samples_sheet, scrambled_grids, text_alignment)
 from pipeline.tokenizer.model import decode_all, load_vqgan
 from pipeline.worlds.registry import world_of
 from stages.common import ParamsOption, user_errors
@@ -23,47 +27,79 @@ from stages.common import ParamsOption, user_errors
 def main(
     params: ParamsOption = Path("params.yaml"),
     samples: Annotated[Path, typer.Option(help="The sample stage's output.")] = Path("data/samples"),
-    prompts: Annotated[Path, typer.Option(help="Prompt text embeddings (embed stage), for CLIPScore.")] = Path(
-        "data/prompt_embeddings.parquet"),
     ingest: Annotated[Path, typer.Option(help="Ingest shards (held-out reference images).")] = Path("data/ingest"),
-    tokens: Annotated[Path, typer.Option(help="Token-grid cache (for the scrambled baseline).")] = Path("data/tokens"),
+    tokens: Annotated[Path, typer.Option(help="Token-grid cache (reconstructions, scrambled baseline).")] = Path(
+        "data/tokens"),
     tokenizer: Annotated[Path, typer.Option(help="The trained tokenizer.")] = Path("models/tokenizer.pt"),
-    clip_dir: Annotated[Path, typer.Option("--clip", help="The clip stage's output.")] = Path("models/clip"),
-    metrics_out: Annotated[Path, typer.Option("--metrics", help="DVC metrics.")] = Path("reports/metrics.json"),
+    scorer_dir: Annotated[Path, typer.Option("--scorer", help="The scorer stage's output.")] = Path("models/scorer"),
+    clip_report: Annotated[Path, typer.Option(help="The conditioning CLIP's figures (its modality gap).")] = Path(
+        "reports/clip.json"),
+    sample_report: Annotated[Path, typer.Option(help="The sample stage's report (the model's conditioning).")] = Path(
+        "reports/sample.json"),
+    metrics_out: Annotated[Path, typer.Option("--metrics", help="Every figure (DVC metrics).")] = Path(
+        "reports/metrics.json"),
+    scorecard_out: Annotated[Path, typer.Option("--scorecard", help="The headline figures, flat (DVC metrics).")] = Path(
+        "reports/scorecard.json"),
     html: Annotated[Path, typer.Option(help="Self-contained HTML report.")] = Path("reports/index.html"),
 ) -> None:
-    """Score the samples: Frechet distance, CLIPScore, text alignment; write the HTML report."""
+    """Score the samples with the independent scoring CLIP (Frechet distance with its floors,
+    CLIPScore) and the CLIP-free checker (text alignment per prompt set); write the report."""
     settings = load_params(params)
     evaluate = settings.evaluate
     use_threads(evaluate.threads)
-    encoder = load_encoder(settings.clip, clip_dir)
+    n = evaluate.fd_images
+    scorer = load_encoder(settings.scorer, scorer_dir)
     index, images = load_samples(samples)
-    cosine = clip_cosines(index, images, encoder.embed_images, read_prompt_embeddings(prompts)[1])
-    reference_table = read_table(ingest, None, "val").slice(0, evaluate.reference_images)
-    reference = decode_pngs(reference_table["image"].to_pylist())
-    vqgan = load_vqgan(tokenizer)
-    val_codes = torch.from_numpy(read_vectors(tokens, "codes", "val").vectors.astype("int64"))
-    val_codes = val_codes[: len(images)].view(-1, vqgan.grid, vqgan.grid)
-    scrambled = decode_all(vqgan, scrambled_grids(val_codes, seed=0), 256)
+    prompts = index.drop_duplicates("prompt_index").sort_values("prompt_index")
+    cosine = clip_cosines(index, scorer.embed_images(images), scorer.embed_texts(prompts["prompt"].tolist()))
 
-    metrics = {
-        "frechet": {"samples": frechet(images, reference, encoder.embed_images, evaluate.inception_weights,
-                                       evaluate.batch_size),
-                    "scrambled_token_baseline": frechet(scrambled, reference, encoder.embed_images,
-                                                        evaluate.inception_weights, evaluate.batch_size)},
+    val = read_table(ingest, None, "val")
+    if len(val) < 2 * n:
+        raise UserError(f"evaluate.fd_images = {n}: the Frechet floors need 2 x {n} held-out (val) images and "
+                        f"{ingest} has {len(val)}; lower evaluate.fd_images or raise ingest.val_fraction")
+    reference = decode_pngs(val.slice(0, n)["image"].to_pylist())
+    others = val.slice(n, n)  # disjoint from the reference: real floor, reconstructions, scrambled codes
+    vqgan = load_vqgan(tokenizer)
+    codes = read_vectors(tokens, "codes", "val")
+    row = {image_id: i for i, image_id in enumerate(codes.ids)}
+    other_codes = torch.from_numpy(codes.vectors[[row[i] for i in others["id"].to_pylist()]].astype("int64"))
+    other_codes = other_codes.view(-1, vqgan.grid, vqgan.grid)
+    reconstructions = decode_all(vqgan, other_codes, 256)
+
+    sets = prompt_sets(index)
+    fd_rows = np.flatnonzero(sets.get("seen", sets.get("all")))[:n]  # seen combinations: what the reference shows
+    embed, weights, batch = scorer.embed_images, evaluate.inception_weights, evaluate.batch_size
+    metrics: dict = {
+        "scored_by": {"frechet": f"{scorer.model_name} {scorer.checkpoint_id} (scorer)" if not weights
+                      else f"inception-v3 {weights}", "clipscore": f"{scorer.model_name} {scorer.checkpoint_id} "
+                      "(scorer)", "alignment": "the world's CLIP-free checker"},
+        "frechet": {"samples": frechet(images[torch.from_numpy(fd_rows)], reference, embed, weights, batch),
+                    "real_vs_real": frechet(decode_pngs(others["image"].to_pylist()), reference, embed, weights,
+                                            batch),
+                    "reconstructions": frechet(reconstructions, reference, embed, weights, batch),
+                    "scrambled_token_baseline": frechet(decode_all(vqgan, scrambled_grids(other_codes, seed=0), 256),
+                                                        reference, embed, weights, batch)},
         "clipscore": clip_score_summary(index, cosine),
     }
-    world = world_of(reference_table.column_names)
+    world = world_of(val.column_names)
     if world is not None and world.classify is not None and set(world.attributes) <= set(index.columns):
         full = load_samples(samples / FULL_T) if (samples / FULL_T / "index.parquet").exists() else None
         real_labels = read_table(ingest, list(world.attributes), "train").to_pandas()
-        metrics["alignment"] = text_alignment(world, index, images, full, real_labels, evaluate.checker_images,
-                                              evaluate.checker_seed)
+        metrics["alignment"] = text_alignment(world, index, images, full, real_labels)
+        metrics["checker"] = {
+            "fresh_renders": world.checker_accuracy(evaluate.checker_images, evaluate.checker_seed, images.shape[-1]),
+            "reconstructions": checker_on_reconstructions(world, reconstructions,
+                                                          others.select(list(world.attributes)).to_pandas())}
+    conditioning = json.loads(sample_report.read_text())["sampler"]["conditioning"]
+    card = scorecard(metrics, json.loads(clip_report.read_text()), conditioning)
     write_json(metrics_out, metrics)
+    write_json(scorecard_out, card)
     reports = metrics_out.parent
-    order = "best CLIP cosine first" if evaluate.rerank else "in sample order"
-    sheet = samples_sheet(index, images, cosine, evaluate.rerank)
-    build_report(html, metrics, {"evaluation prompts": [(f"samples per prompt, {order}", sheet)]},
-                 reports / "tokenizer_recon.png",
+    order = "best first by the scoring CLIP's cosine" if evaluate.rerank else "in sample order"
+    sheets = {name: [(f"{evaluate.sheet_samples} samples per prompt, {order}",
+                      samples_sheet(index[mask], images[torch.from_numpy(mask)], cosine[mask], evaluate.rerank,
+                                    evaluate.sheet_samples))]
+              for name, mask in sets.items()}
+    build_report(html, {"scorecard": card, **metrics}, sheets, reports / "tokenizer_recon.png",
                  {"tokenizer": reports / "tokenizer_curves.csv", "train": reports / "train_curves.csv"})
-    typer.echo(f"evaluate: wrote {metrics_out} and {html}")
+    typer.echo(f"evaluate: wrote {scorecard_out}, {metrics_out} and {html}")

@@ -9,6 +9,7 @@ from pipeline.core.device import resolve_device, use_threads
 from pipeline.core.params import load_params
 from pipeline.diffusion.generate import generate_images, settings_from
 from pipeline.diffusion.model import load_model
+from pipeline.diffusion.pseudo_text import inference_condition
 from pipeline.diffusion.sample_set import write_pngs
 from pipeline.tokenizer.model import decode_all, load_vqgan
 from stages.common import ParamsOption, user_errors
@@ -32,9 +33,10 @@ def main(
     settings = load_params(params)
     use_threads(settings.sample.threads)
     device = resolve_device(settings.sample.device)
-    model, schedule, _ = load_model(model_path, device)
+    model, schedule, _, conditioning = load_model(model_path, device)
     vqgan = load_vqgan(tokenizer, device)
-    embedding = torch.from_numpy(load_encoder(settings.clip, clip_dir).embed_texts([prompt])).to(device)
+    text = torch.from_numpy(load_encoder(settings.clip, clip_dir).embed_texts([prompt]))
+    embedding = inference_condition(text, conditioning.mode, conditioning.means).to(device)
     images, _ = generate_images(model, schedule, lambda codes: decode_all(vqgan, codes, 256), embedding, n,
                                 settings_from(settings.sample, settings.sample.steps), seed)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
 from pipeline.core.atomic import atomic_dir, write_json
@@ -8,6 +9,7 @@ from pipeline.core.device import resolve_device, use_threads
 from pipeline.core.params import load_params
 from pipeline.data.vectors import read_prompt_embeddings
 from pipeline.diffusion.model import load_model
+from pipeline.diffusion.pseudo_text import inference_condition, setting_name
 from pipeline.diffusion.sample_set import sample_prompt_set
 from pipeline.tokenizer.model import decode_all, load_vqgan
 from stages.common import ParamsOption, user_errors
@@ -29,12 +31,14 @@ def main(
     sample = settings.sample
     use_threads(sample.threads)
     device = resolve_device(sample.device)
-    model, schedule, _ = load_model(model_path, device)
+    model, schedule, _, conditioning = load_model(model_path, device)
     vqgan = load_vqgan(tokenizer, device)
     frame, text_embeddings = read_prompt_embeddings(prompts)
+    conditions = inference_condition(torch.from_numpy(text_embeddings.copy()), conditioning.mode, conditioning.means)
     with atomic_dir(out) as tmp:
         timing = sample_prompt_set(model, schedule, lambda codes: decode_all(vqgan, codes, 256), frame,
-                                   text_embeddings, sample, tmp)
+                                   conditions, sample, tmp)
     write_json(report, {"sampler": {"guidance": sample.guidance, "truncation": sample.truncation,
-                                    "purity": sample.purity, "samples_per_prompt": sample.samples_per_prompt},
+                                    "purity": sample.purity, "samples_per_prompt": sample.samples_per_prompt,
+                                    "conditioning": setting_name(conditioning.mode, conditioning.scale)},
                         **timing})

@@ -18,12 +18,14 @@ MICRO = {
     "tokenizer.n_codes": 32, "tokenizer.code_dim": 8, "tokenizer.ch": 8, "tokenizer.ch_mult": [1, 2, 2],
     "tokenizer.attn_resolutions": [], "tokenizer.steps": 20, "tokenizer.tau_steps": 20, "tokenizer.batch_size": 16,
     "tokenizer.optim.warmup_steps": 2, "tokenizer.checkpoint_every": 10,
-    "clip.eval_images": 40, "clip.train.steps": 10, "clip.train.batch_size": 16, "clip.train.optim.warmup_steps": 2,
+    **{f"{clip}.{key}": value for clip in ("clip", "scorer") for key, value in {
+        "eval_images": 40, "train.images": 200, "train.steps": 10, "train.batch_size": 16,
+        "train.optim.warmup_steps": 2}.items()},
     "train.depth": 1, "train.width": 32, "train.heads": 2, "train.diffusion_steps": 10, "train.steps": 20,
     "train.batch_size": 16, "train.optim.warmup_steps": 2, "train.checkpoint_every": 10, "train.log_every": 5,
     "train.t_min_count": 2,
     "sample.samples_per_prompt": 2, "sample.steps": 5, "sample.full_steps_prompts": 2,
-    "evaluate.reference_images": 20, "evaluate.checker_images": 50, "evaluate.batch_size": 32,
+    "evaluate.fd_images": 10, "evaluate.checker_images": 50, "evaluate.batch_size": 32,
 }
 
 LOG_INTERVAL = 600  # seconds between progress lines in a log: longer than any bar here lasts
@@ -76,14 +78,21 @@ def test_repro_runs_every_stage_then_is_up_to_date(workdir):
     report = yaml.safe_load((root / "reports/ingest.json").read_text())
     assert report["kept"] == MICRO["shapes.n_images"]
     assert len(list((root / "data/ingest").glob("part-*.parquet"))) == 3
-    for output in ("models/tokenizer.pt", "models/clip/clip.pt", "models/diffusion.pt", "data/tokens",
+    for output in ("models/tokenizer.pt", "models/clip/clip.pt", "models/scorer/clip.pt", "models/diffusion.pt",
+                   "data/prompts.csv", "data/tokens",
                    "data/embeddings", "data/prompt_embeddings.parquet", "reports/tokenizer_recon.png"):
         assert (root / output).exists(), output
     metrics = yaml.safe_load((root / "reports/metrics.json").read_text())
     assert {"frechet", "clipscore", "alignment"} <= set(metrics)
     assert "fd_clip" in metrics["frechet"]["samples"] and "fid" not in str(metrics["frechet"]).replace("fidelity", "")
+    assert {"seen", "heldout", "new_wording", "partial"} <= set(metrics["alignment"])
+    assert "(scorer)" in metrics["scored_by"]["clipscore"]
+    card = yaml.safe_load((root / "reports/scorecard.json").read_text())
+    assert {"align_seen_all", "align_heldout_all", "align_partial_named", "clip_matched_cosine", "fd_eval_clip",
+            "fd_floor_real", "fd_floor_recon", "checker_acc_fresh", "checker_acc_recon"} <= set(card)
+    assert card["pseudo_text"] == "clipvq-0.5" and card["fd_n"] == MICRO["evaluate.fd_images"]
     assert (root / "reports/index.html").stat().st_size > 1000
-    for report in ("tokenizer", "clip", "train", "sample"):
+    for report in ("tokenizer", "clip", "scorer", "train", "sample"):
         assert yaml.safe_load((root / f"reports/{report}.json").read_text()), report
     again = sh(["dvc", "repro"], root, env)
     assert stages_run(again) == set()
@@ -132,4 +141,4 @@ def test_code_and_weights_changes_rerun_the_stages_that_use_them(workdir):
     assert stages_run(output) == {"train", "sample", "evaluate"}
     assert f"train: resuming from step {MICRO['train.steps']}" in output  # finished: reloaded, not retrained
     (root / "weights/vgg16.pt").write_bytes(b"a user's weights file")
-    assert stages_run(sh(["dvc", "repro"], root, env)) >= {"tokenizer", "clip", "embed", "evaluate"}
+    assert stages_run(sh(["dvc", "repro"], root, env)) >= {"tokenizer", "clip", "scorer", "embed", "evaluate"}

@@ -140,6 +140,15 @@ class ClipEncoder:
             raise ClipWeightsError(f"{source} does not hold weights for CLIP model {model!r}: {error}") from error
         return cls(net, model, checkpoint_id, batch_size, precision)
 
+    @staticmethod
+    def input_size(model: str) -> int:
+        """The image side ``model`` reads, from its open_clip config."""
+        config = open_clip.get_model_config(model)
+        if config is None:
+            raise UserError(f"{model!r}: not an open_clip model name nor a config in {CONFIG_DIR}")
+        size = config["vision_cfg"]["image_size"]
+        return size if isinstance(size, int) else size[0]
+
     @property
     def logit_scale(self) -> float:
         """The learned inverse temperature of the similarities (100 for OpenAI CLIP)."""

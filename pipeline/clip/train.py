@@ -1,11 +1,17 @@
-"""Train the small offline CLIP on (image, caption) pairs, and score any CLIP on held-out pairs.
+"""Pretrain the small offline CLIP on a world's own captioned renders, and score any CLIP.
 
-No pretrained CLIP can be downloaded offline, so a world (pipeline/worlds) trains its own
-with open_clip's contrastive loss. Two choices matter on such data:
-- Batches hold distinct captions. The shapes world has only 180 attribute combinations, and
-  the contrastive loss would score repeated captions in a batch as negatives of each other.
-- Captions are reworded from the attribute columns by the world (synonyms, word orders),
-  because the text-to-image prompts later describe the same attributes in other words.
+No pretrained CLIP can be downloaded offline, so a world (pipeline/worlds) trains its own,
+elsewhere: on renders of its own seed, disjoint from every image the tokenizer and generator
+see, covering every attribute combination, as a real CLIP has seen the words. Choices that
+make it behave like one (DESIGN.md, "The modality gap"; reports/clip.json measures it):
+- Captions are partial as real ones are: with probability ``partial_p`` one names a random
+  one to n-1 of the attributes ("a red circle"), and they are reworded by the world.
+- A caption is positive for every image in the batch it describes, so the contrastive loss
+  never pushes "a red circle" away from a second red circle (targets are spread evenly over
+  the matches). Batches hold one image per distinct attribute combination.
+- The inverse temperature starts at OpenAI CLIP's final 100: at that temperature matched
+  pairs need only beat mismatched ones, not meet, so the two modalities stay apart as in a
+  real CLIP (matched cosine about 0.4) while zero-shot accuracy stays near 1.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pipeline.core.device import autocast, resolve_device
 from pipeline.core.params import ClipTrainParams
 from pipeline.core.rng import seed_everything
 from pipeline.core.training import clip_gradients, lr_at, make_adamw, set_lr
+from pipeline.diffusion.pseudo_text import ABLATION, ConditionMeans, inference_condition, perturb, setting_name
 from pipeline.worlds.base import Attributes, World
 
 
@@ -37,45 +44,72 @@ def _labelled(attributes: Sequence[Attributes] | None, world: World | None) -> b
 
 # --- training ---------------------------------------------------------------------------
 
-def _distinct_caption_batch(groups: list[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
-    """One random example from each of ``size`` random distinct captions."""
+def _one_per_combination(groups: list[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
+    """One random example from each of ``size`` random distinct attribute combinations."""
     chosen = rng.choice(len(groups), size=min(size, len(groups)), replace=False)
     return np.array([groups[g][rng.integers(len(groups[g]))] for g in chosen])
 
 
-def train_clip(model_name: str, images: Sequence[ImageInput] | torch.Tensor, captions: Sequence[str],
-               attributes: Sequence[Attributes] | None, params: ClipTrainParams,
-               device: str = "auto", world: World | None = None) -> tuple[torch.nn.Module, list[float]]:
-    """Train ``model_name`` from random init; return the model (eval mode) and the loss per step.
+def _caption_attributes(attributes: Attributes, partial_p: float, rng: np.random.Generator) -> dict[str, str]:
+    """All attributes, or with probability ``partial_p`` a random one to n-1 of them."""
+    names = list(attributes)
+    if len(names) < 2 or rng.random() >= partial_p:
+        return dict(attributes)
+    named = sorted(rng.choice(len(names), size=rng.integers(1, len(names)), replace=False))
+    return {names[j]: attributes[names[j]] for j in named}
 
-    ``attributes`` (the ``world``'s label columns, one mapping per image) enable rewording
-    with probability ``params.augment_p``; without them the captions are used as given. All
-    images are preprocessed once and kept in memory.
+
+def multi_positive_loss(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor,
+                        matches: torch.Tensor) -> torch.Tensor:
+    """Symmetric contrastive loss whose targets spread evenly over every matching pair.
+
+    ``matches[i, j]`` says caption j describes image i (the diagonal always does). With only
+    the diagonal this is open_clip's ClipLoss.
     """
-    reworded = _labelled(attributes, world)
+    logits = scale * image_features @ text_features.T
+    targets = matches.float()
+    image_to_text = -(targets / targets.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    text_to_image = -(targets.T / targets.T.sum(1, keepdim=True) * logits.T.log_softmax(1)).sum(1).mean()
+    return (image_to_text + text_to_image) / 2
+
+
+def train_clip(model_name: str, images: torch.Tensor, attributes: Sequence[Attributes], world: World,
+               params: ClipTrainParams, device: str = "auto") -> tuple[torch.nn.Module, list[float]]:
+    """Train ``model_name`` from random init on uint8 ``images`` (N, 3, H, W) labelled with the
+    ``world``'s attributes; return the model (eval mode) and the loss per step.
+
+    Captions are written per step from the attributes (module docstring). All images are
+    preprocessed once and kept in memory.
+    """
     torch_device = resolve_device(device)
     seed_everything(params.seed)
     rng = np.random.default_rng(params.seed)
     model = open_clip.create_model(model_name, device=torch_device)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(params.logit_scale))
+    model.logit_scale.requires_grad_(params.learn_logit_scale)
     tokenizer = open_clip.get_tokenizer(model_name)
     pixels = preprocess_images(model, images)
-    by_caption: dict[str, list[int]] = {}
-    for index, text in enumerate(captions):
-        by_caption.setdefault(text, []).append(index)
-    groups = [np.array(indices) for indices in by_caption.values()]
-    loss_fn = open_clip.ClipLoss()
+    by_combination: dict[tuple[str, ...], list[int]] = {}
+    for index, labels in enumerate(attributes):
+        by_combination.setdefault(tuple(labels[name] for name in world.attributes), []).append(index)
+    groups = [np.array(indices) for indices in by_combination.values()]
+    canonical_template = world.train_templates[0]
     optimizer = make_adamw(model, params.optim)
 
     model.train()
     losses = []
     for step in (bar := tqdm(range(params.steps), desc="clip", unit="step")):
-        index = _distinct_caption_batch(groups, params.batch_size, rng)
-        texts = [world.reword(attributes[i], rng) if reworded and rng.random() < params.augment_p
-                 else captions[i] for i in index]
+        index = _one_per_combination(groups, params.batch_size, rng)
+        named = [_caption_attributes(attributes[i], params.partial_p, rng) for i in index]
+        texts = [world.reword(n, rng) if rng.random() < params.augment_p else world.describe(n, canonical_template)
+                 for n in named]
+        matches = torch.tensor([[all(attributes[i][k] == v for k, v in n.items()) for n in named] for i in index],
+                               device=torch_device)
         batch = pixels[torch.from_numpy(index)].to(torch_device)
         with autocast(torch_device):
             image_features, text_features, scale = model(batch, tokenizer(texts).to(torch_device))[:3]
-            loss = loss_fn(image_features, text_features, scale)
+            loss = multi_positive_loss(image_features, text_features, scale, matches)
         set_lr(optimizer, lr_at(step, params.optim.lr, params.optim.warmup_steps, params.steps, cosine=True))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -167,13 +201,53 @@ def _prompt_embeddings(encoder: ClipEncoder, world: World, combos: Sequence[Attr
     return mean / np.linalg.norm(mean, axis=1, keepdims=True)
 
 
+def modality_gap(image_emb: np.ndarray, text_emb: np.ndarray, captions: Sequence[str]) -> dict[str, float]:
+    """How far apart a CLIP keeps its two modalities, over N (image, caption) pairs (unit rows).
+
+    OpenAI's ViT-B/32 gives a matched cosine near 0.3 and centroids about 0.8 apart (DESIGN.md).
+    Mismatched pairs and the text-text mean count only pairs with different captions.
+    """
+    labels = np.asarray(captions)
+    different = labels[:, None] != labels[None, :]
+    sims = image_emb @ text_emb.T
+    others = ~np.eye(len(image_emb), dtype=bool)
+    return {"matched_cosine": float(np.mean(np.sum(image_emb * text_emb, axis=1))),
+            "mismatched_cosine": float(sims[different].mean()),
+            "image_image_cosine": float((image_emb @ image_emb.T)[others].mean()),
+            "text_text_cosine": float((text_emb @ text_emb.T)[different].mean()),
+            "centroid_distance": float(np.linalg.norm(image_emb.mean(0) - text_emb.mean(0))),
+            "n_pairs": int(len(labels))}
+
+
+def pseudo_text_cosines(image_emb: np.ndarray, text_emb: np.ndarray, settings: Sequence[tuple[str, float]],
+                        seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per pseudo-text setting, the mean cosine of the pseudo embeddings of N images to the
+    condition the generator trains on (the image's, noise-free) and to the condition their
+    captions give at inference: how far the noise reaches towards the text."""
+    means = ConditionMeans(image=torch.from_numpy(image_emb.mean(0)), text=torch.from_numpy(text_emb.mean(0)))
+    images, texts = torch.from_numpy(image_emb), torch.from_numpy(text_emb)
+    out = {}
+    for mode, scale in settings:
+        generator = torch.Generator().manual_seed(seed)
+        pseudo = perturb(images, mode, scale, generator, means)
+        clean = perturb(images, mode, 0.0, None, means)
+        at_inference = inference_condition(texts, mode, means)
+        out[setting_name(mode, scale)] = {"to_image": float((pseudo * clean).sum(1).mean()),
+                                          "to_caption": float((pseudo * at_inference).sum(1).mean())}
+    return out
+
+
 def evaluate_clip(encoder: ClipEncoder, images: Sequence[ImageInput] | torch.Tensor, captions: Sequence[str],
                   attributes: Sequence[Attributes] | None = None, world: World | None = None) -> dict:
-    """The reports/clip.json metrics: retrieval on the captions as given and, with a world's
-    attribute columns, zero-shot attribute accuracy for canonical and never-trained wordings."""
+    """The reports/clip.json metrics: retrieval and the modality gap on the captions as given,
+    the pseudo-text settings measured against them and, with a world's attribute columns,
+    zero-shot attribute accuracy for canonical and never-trained wordings."""
     image_emb = encoder.embed_images(images)
+    text_emb = encoder.embed_texts(captions)
     report = {"model": encoder.model_name, "checkpoint": encoder.checkpoint_id,
-              "retrieval": retrieval_accuracy(image_emb, encoder.embed_texts(captions), captions)}
+              "retrieval": retrieval_accuracy(image_emb, text_emb, captions),
+              "gap": {**modality_gap(image_emb, text_emb, captions),
+                      "pseudo_text": pseudo_text_cosines(image_emb, text_emb, ABLATION)}}
     if _labelled(attributes, world):
         combos = world.attribute_combinations()
         canonical = encoder.embed_texts([world.caption(c) for c in combos])

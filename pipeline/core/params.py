@@ -61,6 +61,9 @@ class ShapesParams:
     n_images: int = rule(ge=1)
     resolution: int = rule(ge=8, le=1024)
     seed: int = rule(ge=0)
+    heldout_pairs: int = rule(ge=0, le=3, help="(shape, colour) pairs the generator never sees; each shape and "
+                                                "colour in at most one")
+    heldout_seed: int = rule(ge=0)
 
 
 @dataclass(frozen=True)
@@ -125,12 +128,18 @@ class TokenizerParams:
 
 @dataclass(frozen=True)
 class ClipTrainParams:
-    """Contrastive training of the small offline CLIP (used when clip.pretrained is null)."""
+    """Contrastive training of the small offline CLIP on its world's own renders (pretrained: null)."""
+    world: str = rule(help="the world whose renderer and captions it trains on (pipeline/worlds/registry.py)")
+    images: int = rule(ge=2, help="its own render set, disjoint from the generator's images")
+    render_seed: int = rule(ge=0, help="the render stream; differ from shapes.seed and from the other CLIP's")
     seed: int = rule(ge=0)
     steps: int = rule(ge=1)
-    batch_size: int = rule(ge=2, help="distinct captions per batch (fewer if the data has fewer)")
+    batch_size: int = rule(ge=2, help="distinct attribute combinations per batch (fewer if there are fewer)")
     optim: OptimParams = rule()
     augment_p: float = rule(ge=0, le=1, help="share of captions reworded from the attribute columns")
+    partial_p: float = rule(ge=0, le=1, help="share of captions naming only some attributes")
+    logit_scale: float = rule(gt=0, le=100, help="initial inverse temperature (OpenAI CLIP ends at 100)")
+    learn_logit_scale: bool = rule()
 
 
 @dataclass(frozen=True)
@@ -141,7 +150,7 @@ class ClipParams:
                                   file="weights_or_tag")
     precision: Literal["fp32", "fp16", "bf16"] = rule(help="used on CUDA; CPU always runs fp32")
     batch_size: int = rule(ge=1, help="embedding batch size")
-    eval_images: int = rule(ge=2, help="held-out images scored in reports/clip.json")
+    eval_images: int = rule(ge=2, help="held-out renders scored in reports/clip.json")
     device: Device = rule()
     threads: int = rule(ge=0, help=THREADS_HELP)
     train: ClipTrainParams = rule()
@@ -170,8 +179,8 @@ class TrainParams:
     aux_weight: float = rule(ge=0)
     t_min_count: int = rule(ge=1)
     t_history_decay: float = rule(ge=0, lt=1)
-    pseudo_text: Literal["clipvq", "lafite", "none"] = rule()
-    pseudo_scale: float = rule(ge=0)
+    pseudo_text: Literal["none", "clipvq", "lafite", "c3"] = rule()
+    pseudo_scale: float = rule(ge=0, help="a (clipvq), xi (lafite) or sigma (c3); unused by none")
     cond_drop: float = rule(ge=0, lt=1)
     steps: int = rule(ge=1)
     batch_size: int = rule(ge=1)
@@ -203,13 +212,15 @@ class SampleParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     """Frechet distance, CLIPScore and the CLIP-free text-alignment check."""
-    reference_images: int = rule(ge=2, help="held-out real images for the Frechet distance")
-    inception_weights: str | None = rule(help="Inception file in weights/ -> FID; null -> Frechet in CLIP space",
-                                         file="weights")
+    fd_images: int = rule(ge=2, help="N of every Frechet distance: generated, reference and each floor "
+                                     "(the val split needs 2 N images)")
+    inception_weights: str | None = rule(help="Inception file in weights/ -> FID; null -> Frechet in the scoring "
+                                              "CLIP's space", file="weights")
     checker_images: int = rule(ge=1)
     checker_seed: int = rule(ge=0)
     batch_size: int = rule(ge=1)
-    rerank: bool = rule(help="show each prompt's samples best first by CLIP cosine in the report")
+    rerank: bool = rule(help="show each prompt's samples best first by the scoring CLIP's cosine in the report")
+    sheet_samples: int = rule(ge=1, help="samples per prompt shown in the report's contact sheets")
     threads: int = rule(ge=0, help=THREADS_HELP)
 
 
@@ -224,7 +235,8 @@ class Params:
     shapes: ShapesParams
     ingest: IngestParams
     tokenizer: TokenizerParams
-    clip: ClipParams
+    clip: ClipParams  # conditions the generator (embed stage)
+    scorer: ClipParams  # scores the samples (evaluate stage), never conditions
     embed: EmbedParams
     train: TrainParams
     sample: SampleParams

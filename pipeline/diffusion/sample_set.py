@@ -33,11 +33,12 @@ def write_pngs(folder: Path, images: torch.Tensor) -> list[str]:
 
 
 def sample_prompt_set(model: torch.nn.Module, schedule: Schedule, decode: Decode, prompts: pd.DataFrame,
-                      text_embeddings: np.ndarray, params: SampleParams, folder: Path) -> dict[str, dict]:
-    """Write the samples of every prompt into ``folder`` (FULL_T/ for the all-T pass) with a contact
-    sheet in sample order; return each pass's speed. Scoring them is the evaluate stage's job."""
+                      conditions: torch.Tensor, params: SampleParams, folder: Path) -> dict[str, dict]:
+    """Write the samples of every prompt, from its condition (row of ``conditions``), into ``folder``
+    (FULL_T/ for the all-T pass) with a contact sheet in sample order; return each pass's speed.
+    Scoring them is the evaluate stage's job."""
     device = next(model.parameters()).device
-    conditions = torch.tensor(text_embeddings, device=device)  # a copy: the Arrow view is read-only
+    conditions = conditions.to(device, torch.float32, copy=True)  # a copy: an Arrow view is read-only
     passes = {"fast": (params.steps, len(prompts)),
               FULL_T: (None, min(params.full_steps_prompts, len(prompts)))}
     timing = {}

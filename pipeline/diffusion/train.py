@@ -8,6 +8,7 @@ weights as an uninterrupted run (see pipeline/core/training.py for how).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from pipeline.core.training import (
 from pipeline.data.vectors import read_vectors
 from pipeline.diffusion.model import noise_schedule
 from pipeline.diffusion.process import Losses, Schedule, TimestepSampler, denoising_loss, q_sample
-from pipeline.diffusion.pseudo_text import pseudo_text
+from pipeline.diffusion.pseudo_text import ConditionMeans, pseudo_text
 from pipeline.diffusion.transformer import Transformer, TransformerConfig
 
 HISTORY_COLUMNS = ("step", "loss", "vlb", "aux", "lr", "steps_per_s")
@@ -49,6 +50,14 @@ class TrainingData:
     embeddings: torch.Tensor  # (N, D) float32, unit norm
     n_codes: int
     sources: dict[str, str]  # provenance of the caches, kept in the model file
+    means: ConditionMeans | None = None  # C3's modality means (with_text_mean adds them)
+
+
+def with_text_mean(data: TrainingData, text_embeddings: np.ndarray) -> TrainingData:
+    """The data with C3's means: of its image embeddings, and of ``text_embeddings`` (N, D), the
+    only text a language-free pipeline holds (the evaluation prompts)."""
+    text = torch.from_numpy(np.asarray(text_embeddings, dtype=np.float32)).mean(0)
+    return dataclasses.replace(data, means=ConditionMeans(image=data.embeddings.mean(0), text=text))
 
 
 def load_training_data(tokens_dir: Path, embeddings_dir: Path, split: str = "train") -> TrainingData:
@@ -97,6 +106,7 @@ class Trainer:
     ema: EMA | None
     t_sampler: TimestepSampler
     schedule: Schedule
+    means: ConditionMeans | None = None  # C3's, set by train_diffusion
 
 
 def build_trainer(params: TrainParams, config: TransformerConfig, device: torch.device,
@@ -129,7 +139,8 @@ def train_step(trainer: Trainer, loader: Prefetcher, step: int, params: TrainPar
     codes, embeddings = loader.get(step)
     device, own_rows = loader.device, distributed.rows(params.batch_size)
     generator = step_generator(params.seed, step, device)
-    cond, drop = pseudo_text(embeddings, params.pseudo_text, params.pseudo_scale, params.cond_drop, generator)
+    cond, drop = pseudo_text(embeddings, params.pseudo_text, params.pseudo_scale, params.cond_drop, generator,
+                             trainer.means)
     x0 = codes.flatten(1)
     t, pt = trainer.t_sampler.sample(len(x0), device, generator)
     x_t = q_sample(x0, t, trainer.schedule, generator)
@@ -157,9 +168,11 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> 
     """
     device = resolve_device(params.device)
     config = model_config(params, data.n_codes, *data.codes.shape[1:], data.embeddings.shape[1])
-    key = run_fingerprint(params, {"sources": data.sources, "n": len(data.codes)})
+    key = run_fingerprint(params, {"sources": data.sources, "n": len(data.codes),
+                                  "text_mean": None if data.means is None else data.means.text.tolist()})
     state = resume_state(work_dir, key, "train")
     trainer = build_trainer(params, config, device, state)
+    trainer.means = data.means
     start, history, seconds = (0, [], 0.0) if state is None else (state["step"], state["history"], state["seconds"])
     loader = Prefetcher([data.codes, data.embeddings],
                         lambda step: batch_indices(len(data.codes), params.batch_size, step, params.seed), device)

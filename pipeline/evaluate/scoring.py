@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from pipeline.core.images import as_uint8_nchw, contact_sheet
-from pipeline.evaluate.alignment import alignment_accuracy, random_real_floor
+from pipeline.evaluate.alignment import alignment_accuracy, named_alignment, named_real_floor, random_real_floor
 from pipeline.evaluate.metrics import clip_scores, fd_embedding, fid_inception
 from pipeline.worlds.base import World
 
@@ -36,41 +36,75 @@ def scrambled_grids(codes: torch.Tensor, seed: int) -> torch.Tensor:
 
 def frechet(generated: torch.Tensor, reference: torch.Tensor, embed: Embed, inception_weights: str | None,
             batch_size: int) -> dict:
-    """FID with local Inception weights, else the Frechet distance in CLIP space (never called FID)."""
+    """FID with local Inception weights, else the Frechet distance in the scoring CLIP's space
+    (``fd_clip``, never called FID)."""
     if inception_weights:
         return fid_inception(generated, reference, inception_weights, "val", batch_size=batch_size)
     return fd_embedding(generated, reference, embed, "val", space="clip", batch_size=batch_size)
 
 
+# The evaluation prompt sets a prompts file may mark (columns ``set`` and ``split``; see
+# pipeline/worlds/shapes/prompts.py), named as the scorecard names them.
+PROMPT_SETS = {"seen": ("canonical", "seen"), "heldout": ("canonical", "heldout"),
+               "new_wording": ("new_wording", "seen"), "partial": ("partial", "seen")}
+
+
+def prompt_sets(index: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Row masks of each prompt set present in a samples index; without ``set``/``split``
+    columns every row is one set, ``all``."""
+    if not {"set", "split"} <= set(index.columns):
+        return {"all": np.ones(len(index), dtype=bool)}
+    masks = {name: ((index["set"] == kind) & (index["split"] == split)).to_numpy()
+             for name, (kind, split) in PROMPT_SETS.items()}
+    return {name: mask for name, mask in masks.items() if mask.any()}
+
+
 def alignment(world: World, index: pd.DataFrame, images: torch.Tensor) -> dict:
-    by = "wording" if "wording" in index else None
+    """Checker accuracy of samples against prompts naming every attribute."""
     names = list(world.attributes)
-    return alignment_accuracy(world.classify(images), index[[*names, *([by] if by else [])]], names, by=by)
+    return alignment_accuracy(world.classify(images), index[names], names)
 
 
 def text_alignment(world: World, index: pd.DataFrame, images: torch.Tensor,
-                   full: tuple[pd.DataFrame, torch.Tensor] | None, real_labels: pd.DataFrame,
-                   checker_images: int, checker_seed: int) -> dict:
-    """Checker accuracy of generated images vs their prompts, the random-real floor, the
-    checker's own accuracy, and the fast sampler against the full-T one on the same prompts.
-    ``world`` must have a checker."""
-    resolution = images.shape[-1]
+                   full: tuple[pd.DataFrame, torch.Tensor] | None, real_labels: pd.DataFrame) -> dict:
+    """Per prompt set: checker accuracy of generated images vs their prompts (partial prompts:
+    only what they name, plus the entropy of the rest) and the random-real floor; and the
+    fast sampler against the full-T one on the same prompts. ``world`` must have a checker."""
     names = list(world.attributes)
-    prompts = index.drop_duplicates("prompt_index")
-    out = {"generated": alignment(world, index, images),
-           "random_real_floor": random_real_floor(real_labels, prompts[names], names),
-           "checker_on_real_renders": world.checker_accuracy(checker_images, checker_seed, resolution)}
+    predicted = pd.DataFrame(world.classify(images))
+    out: dict = {}
+    for name, mask in prompt_sets(index).items():
+        labels = index.loc[mask, names].astype(str)
+        prompts = index[mask].drop_duplicates("prompt_index")[names].astype(str)
+        if name == "partial":
+            out[name] = {"generated": named_alignment(predicted[mask], labels, world.attributes),
+                         "random_real_floor": {"named_all": named_real_floor(real_labels, prompts, names)}}
+        else:
+            out[name] = {"generated": alignment_accuracy(predicted[mask], labels, names),
+                         "random_real_floor": random_real_floor(real_labels, prompts, names)}
+        out[name]["n_prompts"] = int(len(prompts))
     if full is not None:
         full_index, full_images = full
         same = index["prompt_index"].isin(full_index["prompt_index"]).to_numpy()
-        out["fast_vs_full_t"] = {"fast": alignment(world, index[same], images[torch.tensor(same)]),
-                                 "full_t": alignment(world, full_index, full_images)}
+        complete = (full_index[names].astype(str) != "").all(axis=1).to_numpy()
+        keep = same & (index[names].astype(str) != "").all(axis=1).to_numpy()
+        out["fast_vs_full_t"] = {"fast": alignment(world, index[keep], images[torch.from_numpy(keep)]),
+                                 "full_t": alignment(world, full_index[complete],
+                                                     full_images[torch.from_numpy(complete)])}
     return out
 
 
-def clip_cosines(index: pd.DataFrame, images: torch.Tensor, embed: Embed, text_embeddings: np.ndarray) -> np.ndarray:
-    """Each sample's CLIP cosine to its prompt (unit embeddings: the dot product), in index order."""
-    return np.sum(embed(images) * text_embeddings[index["prompt_index"].to_numpy()], axis=-1)
+def checker_on_reconstructions(world: World, reconstructions: torch.Tensor, labels: pd.DataFrame) -> dict:
+    """The checker on tokenizer reconstructions of real held-out images, against their labels:
+    the ceiling any generator reaches through this tokenizer."""
+    names = list(world.attributes)
+    return alignment_accuracy(world.classify(reconstructions), labels[names], names)
+
+
+def clip_cosines(index: pd.DataFrame, image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+    """Each sample's CLIP cosine to its prompt (unit embeddings: the dot product), in index order;
+    ``text_embeddings`` has one row per prompt index."""
+    return np.sum(image_embeddings * text_embeddings[index["prompt_index"].to_numpy()], axis=-1)
 
 
 def clip_score_summary(index: pd.DataFrame, cosine: np.ndarray) -> dict:
@@ -86,14 +120,17 @@ def rank_by_cosine(cosine: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def samples_sheet(index: pd.DataFrame, images: torch.Tensor, cosine: np.ndarray, best_first: bool) -> bytes:
-    """The contact sheet of the samples as PNG bytes: a row per prompt, best CLIP cosine first
-    when ``best_first`` (the sample stage's own sheet keeps sample order)."""
+def samples_sheet(index: pd.DataFrame, images: torch.Tensor, cosine: np.ndarray, best_first: bool,
+                  per_prompt: int) -> bytes:
+    """The contact sheet of the samples as PNG bytes: a row per prompt, its first ``per_prompt``
+    samples, or its best ``per_prompt`` by CLIP cosine when ``best_first`` (the sample stage's own
+    sheet keeps sample order). Rows of ``index`` are prompt-major, as the sample stage writes them."""
     prompts = index.drop_duplicates("prompt_index")["prompt"].tolist()
     grid = images.view(len(prompts), -1, *images.shape[1:]).permute(0, 1, 3, 4, 2).numpy()
     if best_first:
         order = np.argsort(rank_by_cosine(cosine.reshape(len(prompts), -1)), axis=1)
         grid = np.take_along_axis(grid, order[:, :, None, None, None], axis=1)
+    grid = grid[:, :per_prompt]
     buffer = io.BytesIO()
     contact_sheet(grid, prompts).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -26,11 +26,15 @@ class World:
     name: str
     attributes: Mapping[str, tuple[str, ...]]  # label columns (in report order) -> the values each takes
     caption: Callable[[Attributes], str]  # the canonical caption the data carry
+    # Captions name exactly the attributes they are given (a subset is a partial caption).
     reword: Callable[[Attributes, np.random.Generator], str]  # a random training wording (in-project CLIP)
     describe: Callable[[Attributes, str], str]  # a template filled with the canonical words
     train_templates: tuple[str, ...]
     new_templates: tuple[str, ...]  # never trained on: zero-shot accuracy in unseen wordings
     prompts: Callable[..., pd.DataFrame]  # the evaluation prompt set: a prompt column and the attribute columns
+    # (seed, start, count, resolution) -> uint8 (N, 3, H, W) images and their attributes: a
+    # renderable world's own stream, on which the in-project CLIPs pretrain. None: not renderable.
+    render: Callable[[int, int, int, int], tuple[np.ndarray, list[dict[str, str]]]] | None = None
     # The CLIP-free checker, both or neither: labels per image plus "found" (an object was
     # seen at all), and its own accuracy on (n, seed, resolution) fresh images.
     classify: Callable[[Images], dict[str, list]] | None = None

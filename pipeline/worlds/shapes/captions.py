@@ -1,9 +1,14 @@
 """Shapes captions for the in-project CLIP: random rewordings to train on (synonyms, word
-orders), because the evaluation prompts describe the same attributes in other words, and
-fixed wordings for zero-shot scoring."""
+orders, and partial captions that name only some attributes, as real captions do), and
+fixed wordings for the evaluation prompts and zero-shot scoring.
+
+A caption names exactly the attributes it is given: ``{"colour": "red", "shape": "circle"}``
+reads "a red circle", ``{"size": "large"}`` reads "a large shape".
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,6 +18,7 @@ from pipeline.worlds.shapes.render import POSITION_PHRASES, ShapeSpec, caption
 
 SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
 SHAPE_WORDS = {"circle": ("circle", "disc"), "square": ("square",), "triangle": ("triangle",)}
+UNNAMED_SHAPE = ("shape", "object")  # the noun of a caption that does not name the shape
 POSITION_WORDS = {
     "left": ("on the left", "on the left side", "at the left", "to the left"),
     "right": ("on the right", "on the right side", "at the right", "to the right"),
@@ -28,10 +34,13 @@ TRAIN_TEMPLATES = (
     "there is a {size} {colour} {shape} {position}",
     "a {size} {shape} in {colour} {position}",
 )
-# Never trained on: zero-shot accuracy in these measures wordings the model has not seen.
+# Sentence structures the CLIP never trains on, in words it knows (tests/test_worlds.py checks
+# both): zero-shot accuracy and the "new wording" prompts measure generalisation to them.
 NEW_TEMPLATES = (
-    "a photo of a {size} {colour} {shape} {position}",
-    "{position} there is a {colour} {shape} that is {size}",
+    "{position} is a {size} {colour} {shape}",
+    "the {size} {colour} {shape} is {position}",
+    "a {colour} {shape} {position}, {size}",
+    "{size}, {colour}, a {shape} {position}",
 )
 
 
@@ -40,17 +49,39 @@ def canonical(attributes: Attributes) -> str:
     return caption(ShapeSpec(**attributes))
 
 
+def _fill(template: str, words: dict[str, str]) -> str:
+    """Fill a template, dropping the slots of unnamed attributes and their stray commas."""
+    if "colour" not in words and "in {colour}" in template:
+        template = TRAIN_TEMPLATES[0]  # "a big circle in on the left" reads as nothing
+    text = template.format(**{slot: words.get(slot, "") for slot in ("size", "colour", "shape", "position")})
+    text = re.sub(r"\s+", " ", text)
+    text = re.sub(r"\s*,(\s*,)+", ",", text)  # an empty slot between commas
+    text = re.sub(r"\s+,", ",", text)
+    return text.strip(" ,")
+
+
 def reword(attributes: Attributes, rng: np.random.Generator) -> str:
-    """A random training wording of the same four attributes."""
+    """A random training wording naming exactly the given attributes (a subset is a partial caption)."""
     def pick(options: Sequence[str]) -> str:
         return options[rng.integers(len(options))]
 
-    return pick(TRAIN_TEMPLATES).format(
-        size=pick(SIZE_WORDS[attributes["size"]]), colour=attributes["colour"],
-        shape=pick(SHAPE_WORDS[attributes["shape"]]), position=pick(POSITION_WORDS[attributes["position"]]))
+    words = {"shape": pick(SHAPE_WORDS[attributes["shape"]]) if "shape" in attributes else pick(UNNAMED_SHAPE)}
+    if "size" in attributes:
+        words["size"] = pick(SIZE_WORDS[attributes["size"]])
+    if "colour" in attributes:
+        words["colour"] = attributes["colour"]
+    if "position" in attributes:
+        words["position"] = pick(POSITION_WORDS[attributes["position"]])
+    return _fill(pick(TRAIN_TEMPLATES), words)
 
 
 def describe(attributes: Attributes, template: str) -> str:
-    """One fixed wording with the canonical words (for evaluation prompts)."""
-    return template.format(size=attributes["size"], colour=attributes["colour"], shape=attributes["shape"],
-                           position=POSITION_PHRASES[attributes["position"]])
+    """One fixed wording with the canonical words, naming exactly the given attributes."""
+    words = {"shape": attributes.get("shape", UNNAMED_SHAPE[0])}
+    if "size" in attributes:
+        words["size"] = attributes["size"]
+    if "colour" in attributes:
+        words["colour"] = attributes["colour"]
+    if "position" in attributes:
+        words["position"] = POSITION_PHRASES[attributes["position"]]
+    return _fill(template, words)

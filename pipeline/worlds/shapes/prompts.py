@@ -1,5 +1,12 @@
-"""The shapes evaluation prompts (prompts/shapes.csv): balanced attribute combinations, half
-in the canonical caption and half in other wordings, with the labels the checker scores against."""
+"""The shapes evaluation prompts: four sets that each test one thing, with the labels the
+checker scores against.
+
+- ``canonical`` / ``seen``: the renderer's own caption of combinations the generator trained on;
+- ``canonical`` / ``heldout``: every combination with a held-out (shape, colour) pair, which the
+  generator never saw together (render.held_out_pairs);
+- ``new_wording``: seen combinations in sentence structures the CLIP never trained on;
+- ``partial``: one to three attributes named; the unnamed label columns are empty and unscored.
+"""
 
 from __future__ import annotations
 
@@ -8,52 +15,49 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from pipeline.worlds.shapes.render import ATTRIBUTES, POSITION_PHRASES, ShapeSpec, caption
+from pipeline.worlds.shapes.captions import NEW_TEMPLATES, TRAIN_TEMPLATES, describe
+from pipeline.worlds.shapes.render import ATTRIBUTES, Pair
 
-# New wordings: none of them is the canonical caption the shapes CLIP was trained on.
-NEW_WORDINGS = (
-    "a {colour} {shape}, {size}, {where}",
-    "{where_start}, a {size} {colour} {shape}",
-    "a {size} {shape} coloured {colour}, {where}",
-    "one {size} {colour} {shape} placed {where}",
-)
+NAMES = list(ATTRIBUTES)
 
 
-def _balanced_combinations(count: int, seed: int) -> list[ShapeSpec]:
-    """``count`` distinct attribute combinations, each attribute value equally often.
-
-    Greedy picks in a seeded random order, restarted with the next order until it fits.
-    """
-    names = list(ATTRIBUTES)
-    combos = list(itertools.product(*ATTRIBUTES.values()))
-    limits = {name: -(-count // len(values)) for name, values in ATTRIBUTES.items()}
-    rng = np.random.default_rng(seed)
-    for _ in range(10_000):
+def _balanced(combos: list[dict[str, str]], count: int, rng: np.random.Generator) -> list[dict[str, str]]:
+    """``count`` distinct combinations from ``combos`` with each attribute value about equally
+    often: greedy picks in a seeded random order, the caps loosened until enough fit."""
+    count = min(count, len(combos))
+    for slack in range(count + 1):
+        limits = {name: -(-count // len(values)) + slack for name, values in ATTRIBUTES.items()}
         used = {name: dict.fromkeys(values, 0) for name, values in ATTRIBUTES.items()}
         chosen = []
         for index in rng.permutation(len(combos)):
-            combo = dict(zip(names, combos[index]))
-            if all(used[n][v] < limits[n] for n, v in combo.items()):
-                chosen.append(ShapeSpec(**combo))
-                for n, v in combo.items():
-                    used[n][v] += 1
+            combo = combos[index]
+            if all(used[n][combo[n]] < limits[n] for n in combo):
+                chosen.append(combo)
+                for n in combo:
+                    used[n][combo[n]] += 1
             if len(chosen) == count:
                 return chosen
-    raise ValueError(f"cannot balance {count} combinations")
+    raise AssertionError("unreachable: with no caps every combination fits")
 
 
-def shapes_prompts(count: int = 60, seed: int = 0) -> pd.DataFrame:
-    """Half canonical captions, half the same kind of scene in new wordings."""
-    rows = []
-    for i, spec in enumerate(_balanced_combinations(count, seed)):
-        where = POSITION_PHRASES[spec.position]
-        if i % 2 == 0:
-            text, wording = caption(spec), "canonical"
-        else:
-            template = NEW_WORDINGS[(i // 2) % len(NEW_WORDINGS)]
-            text = template.format(colour=spec.colour, shape=spec.shape, size=spec.size, where=where,
-                                   where_start=where[0].upper() + where[1:])
-            wording = "new"
-        rows.append({"prompt": text, "shape": spec.shape, "colour": spec.colour, "size": spec.size,
-                     "position": spec.position, "wording": wording})
+def _row(attributes: dict[str, str], text: str, prompt_set: str, split: str) -> dict[str, str]:
+    return {"prompt": text, **{name: attributes.get(name, "") for name in NAMES}, "set": prompt_set, "split": split}
+
+
+def shapes_prompts(heldout: list[Pair], seen: int = 30, new_wording: int = 12, partial: int = 24,
+                   seed: int = 0) -> pd.DataFrame:
+    """The prompt sets (module docstring) as a frame: prompt, the attribute columns, set, split."""
+    rng = np.random.default_rng(seed)
+    excluded = set(heldout)
+    combos = [dict(zip(NAMES, values)) for values in itertools.product(*ATTRIBUTES.values())]
+    seen_combos = [c for c in combos if (c["shape"], c["colour"]) not in excluded]
+    rows = [_row(c, describe(c, TRAIN_TEMPLATES[0]), "canonical", "seen") for c in _balanced(seen_combos, seen, rng)]
+    rows += [_row(c, describe(c, TRAIN_TEMPLATES[0]), "canonical", "heldout")
+             for c in combos if (c["shape"], c["colour"]) in excluded]
+    for i, combo in enumerate(_balanced(seen_combos, new_wording, rng)):
+        rows.append(_row(combo, describe(combo, NEW_TEMPLATES[i % len(NEW_TEMPLATES)]), "new_wording", "seen"))
+    for i, combo in enumerate(_balanced(seen_combos, partial, rng)):
+        named = sorted(rng.choice(len(NAMES), size=1 + i % 3, replace=False))  # one, two, three in turn
+        part = {NAMES[j]: combo[NAMES[j]] for j in named}
+        rows.append(_row(part, describe(part, TRAIN_TEMPLATES[0]), "partial", "seen"))
     return pd.DataFrame(rows)

@@ -73,8 +73,29 @@ def caption(spec: ShapeSpec) -> str:
     return f"a {spec.size} {spec.colour} {spec.shape} {POSITION_PHRASES[spec.position]}"
 
 
-def sample_spec(rng: np.random.Generator) -> ShapeSpec:
-    return ShapeSpec(**{name: values[rng.integers(len(values))] for name, values in ATTRIBUTES.items()})
+Pair = tuple[str, str]  # (shape, colour)
+
+
+def held_out_pairs(count: int, seed: int) -> list[Pair]:
+    """``count`` seeded (shape, colour) pairs, no shape or colour in two of them.
+
+    The generator's world never shows them; the CLIP's world and the evaluation prompts do,
+    so held-out prompts ask for combinations of words the generator met only apart.
+    """
+    if not 0 <= count <= min(len(SHAPES), len(COLOURS)):
+        raise ValueError(f"at most {min(len(SHAPES), len(COLOURS))} held-out pairs, each shape and colour in one")
+    rng = np.random.default_rng([seed, 0x5EED])
+    shapes = rng.permutation(SHAPES)[:count]
+    colours = rng.permutation(list(COLOURS))[:count]
+    return sorted((str(s), str(c)) for s, c in zip(shapes, colours))
+
+
+def sample_spec(rng: np.random.Generator, exclude: frozenset[Pair] = frozenset()) -> ShapeSpec:
+    """Uniform attributes, drawn again while (shape, colour) is an excluded pair."""
+    while True:
+        spec = ShapeSpec(**{name: values[rng.integers(len(values))] for name, values in ATTRIBUTES.items()})
+        if (spec.shape, spec.colour) not in exclude:
+            return spec
 
 
 def _background(rng: np.random.Generator, resolution: int) -> np.ndarray:
@@ -133,10 +154,19 @@ def image_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def render_example(seed: int, index: int, resolution: int) -> tuple[ShapeSpec, Image.Image]:
+def render_example(seed: int, index: int, resolution: int,
+                   exclude: frozenset[Pair] = frozenset()) -> tuple[ShapeSpec, Image.Image]:
     rng = image_rng(seed, index)
-    spec = sample_spec(rng)
+    spec = sample_spec(rng, exclude)
     return spec, render(spec, resolution, rng)
+
+
+def render_set(seed: int, start: int, count: int, resolution: int) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """Images ``start`` to ``start + count`` of the stream ``seed`` as uint8 (N, 3, H, W), with
+    their attributes: the in-project CLIPs' own worlds, which hold every combination."""
+    specs, images = zip(*(render_example(seed, i, resolution) for i in range(start, start + count))) if count else ((), ())
+    pixels = np.stack([np.asarray(image) for image in images]) if count else np.zeros((0, resolution, resolution, 3))
+    return pixels.transpose(0, 3, 1, 2).astype(np.uint8), [asdict(spec) for spec in specs]
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -145,13 +175,15 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def generate(out_dir: Path, n_images: int, resolution: int, seed: int) -> None:
-    """Write ``images/NNNNNN.png`` and ``labels.csv`` under ``out_dir``, atomically."""
+def generate(out_dir: Path, n_images: int, resolution: int, seed: int,
+             exclude: frozenset[Pair] = frozenset()) -> None:
+    """Write ``images/NNNNNN.png`` and ``labels.csv`` under ``out_dir``, atomically; no image
+    shows an ``exclude`` (shape, colour) pair."""
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         rows = []
         for index in tqdm(range(n_images), desc="shapes", unit="img"):
-            spec, image = render_example(seed, index, resolution)
+            spec, image = render_example(seed, index, resolution, exclude)
             name = f"images/{index:06d}.png"
             (tmp / name).write_bytes(png_bytes(image))
             rows.append({"file": name, "caption": caption(spec), **asdict(spec)})

@@ -6,7 +6,7 @@ from pipeline.worlds.base import World
 from pipeline.worlds.shapes import captions
 from pipeline.worlds.shapes.checker import checker_accuracy, classify
 from pipeline.worlds.shapes.prompts import shapes_prompts
-from pipeline.worlds.shapes.render import ATTRIBUTES
+from pipeline.worlds.shapes.render import ATTRIBUTES, render_set
 
 SHAPES_WORLD = World(
     name="shapes",
@@ -19,4 +19,5 @@ SHAPES_WORLD = World(
     prompts=shapes_prompts,
     classify=classify,
     checker_accuracy=checker_accuracy,
+    render=render_set,
 )
