@@ -12,7 +12,7 @@ if not sys.stderr.isatty():
 
 import typer  # noqa: E402
 
-from stages import (clip, embed, evaluate, generate, ingest, prompts, sample, scorer, shapes,  # noqa: E402
+from stages import (ablation, clip, embed, evaluate, generate, ingest, prompts, sample, scorer, shapes,  # noqa: E402
                     tokenizer, train)
 
 app = typer.Typer(
@@ -32,3 +32,4 @@ app.command("train")(train.main)
 app.command("sample")(sample.main)
 app.command("evaluate")(evaluate.main)
 app.command("generate")(generate.main)
+app.command("ablation")(ablation.main)

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.evaluate.alignment import alignment_accuracy, random_real_floor
+from pipeline.evaluate.alignment import (alignment_accuracy, entropy_bits, named_alignment, named_real_floor,
+                                       random_real_floor, wilson_interval)
 from pipeline.worlds.shapes.render import ATTRIBUTES, sample_spec
 
 NAMES = list(ATTRIBUTES)
@@ -53,3 +54,37 @@ def test_random_real_floor_exact_and_by_sampling():
     floor = random_real_floor(real, prompts, NAMES)
     for name in [*NAMES, "all"]:
         assert empirical[name] == pytest.approx(floor[name], abs=0.03), name
+
+
+def test_wilson_interval_matches_the_closed_form_and_stays_in_range():
+    low, high = wilson_interval(81, 100)
+    assert (low, high) == (pytest.approx(0.7222, abs=1e-4), pytest.approx(0.8749, abs=1e-4))
+    assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(20, 20)[1] == 1.0
+    assert wilson_interval(540, 1080)[1] - wilson_interval(540, 1080)[0] < 0.06  # the +-0.03 the sample count buys
+
+
+def test_partial_prompts_score_only_what_they_name():
+    labels = labels_frame([("circle", "red", "", ""), ("", "blue", "large", ""), ("square", "", "", "top"),
+                           ("circle", "red", "", "")])
+    predicted = {"shape": ["circle", "circle", "square", "square"], "colour": ["red", "red", "blue", "red"],
+                 "size": ["small", "large", "small", "large"], "position": ["left", "top", "top", "left"],
+                 "found": [True, True, True, True]}
+    result = named_alignment(predicted, labels, ATTRIBUTES)
+    assert result["named_all"] == pytest.approx(2 / 4)  # rows 0 and 2: everything they name is right
+    assert result["colour"] == pytest.approx(2 / 3) and result["shape"] == pytest.approx(2 / 3)
+    assert result["size"] == 1.0 and result["position"] == 1.0
+    # size unnamed in rows 0, 2, 3: read as small, small, large -> entropy of (2/3, 1/3)
+    expected = -(2 / 3 * np.log2(2 / 3) + 1 / 3 * np.log2(1 / 3))
+    assert result["unnamed_entropy"]["size"]["bits"] == pytest.approx(expected)
+    assert result["unnamed_entropy"]["size"]["max_bits"] == 1.0
+    assert entropy_bits(["red"] * 5, ATTRIBUTES["colour"]) == 0.0
+    assert entropy_bits(list(ATTRIBUTES["position"]), ATTRIBUTES["position"]) == pytest.approx(np.log2(5))
+    predicted["found"] = [False, True, True, True]
+    assert named_alignment(predicted, labels, ATTRIBUTES)["named_all"] == pytest.approx(1 / 4)
+
+
+def test_named_floor_is_the_share_of_real_images_matching_what_is_named():
+    real = labels_frame([("circle", "red", "small", "left"), ("circle", "blue", "large", "top"),
+                         ("square", "red", "small", "top"), ("triangle", "red", "large", "left")])
+    prompts = labels_frame([("circle", "", "", ""), ("", "red", "small", ""), ("circle", "red", "small", "left")])
+    assert named_real_floor(real, prompts, NAMES) == pytest.approx((2 / 4 + 2 / 4 + 1 / 4) / 3)

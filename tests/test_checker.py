@@ -5,6 +5,7 @@ from PIL import Image
 
 from pipeline.worlds.shapes.checker import checker_accuracy, classify
 from pipeline.worlds.shapes.render import ATTRIBUTES, ShapeSpec, render, render_example
+from tests.conftest import REPO, default_raw_params
 
 torch.set_num_threads(1)
 
@@ -58,3 +59,12 @@ def test_odd_inputs():
     assert classify([grey_pil])["found"] == [False]
     with pytest.raises(ValueError):
         classify(np.zeros((2, 32, 32)))
+
+
+def test_the_reported_checker_seed_is_one_no_test_uses():
+    """reports/scorecard.json's checker_acc_fresh is measured on renders no test was tuned on."""
+    seed = str(default_raw_params()["evaluate"]["checker_seed"])
+    for path in (REPO / "tests").glob("*.py"):
+        assert seed not in path.read_text(), f"{path.name} uses the evaluation's checker seed {seed}"
+    assert seed not in {str(default_raw_params()["shapes"]["seed"])} | {
+        str(default_raw_params()[clip]["train"]["render_seed"]) for clip in ("clip", "scorer")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 
 import huggingface_hub
@@ -11,14 +12,19 @@ import pytest
 import torch
 
 from pipeline.clip.encoder import ClipEncoder, ClipWeightsError, inference_transform, preprocess_images
-from pipeline.clip.train import evaluate_clip, retrieval_accuracy, save_clip, train_clip, zero_shot_accuracy
+from pipeline.clip.pretrain import renderable_world
+from pipeline.clip.train import (evaluate_clip, modality_gap, multi_positive_loss, pseudo_text_cosines,
+                                 retrieval_accuracy, save_clip, train_clip, zero_shot_accuracy)
+from pipeline.core.errors import UserError
+from pipeline.diffusion.pseudo_text import ABLATION
 from pipeline.core.checksum import sha256_file
 from pipeline.core.params import ClipTrainParams, OptimParams
 from pipeline.worlds.shapes.render import caption, render_example
 from pipeline.worlds.shapes.world import SHAPES_WORLD
 
 MODEL = "shapes-clip-tiny"
-TRAIN = ClipTrainParams(seed=0, steps=30, batch_size=16, augment_p=0.5,
+TRAIN = ClipTrainParams(world="shapes", images=48, render_seed=5, seed=0, steps=30, batch_size=16, augment_p=0.5,
+                        partial_p=0.5, logit_scale=100.0, learn_logit_scale=True,
                         optim=OptimParams(lr=2e-3, betas=[0.9, 0.98], weight_decay=0.1, warmup_steps=5, grad_clip=1.0))
 
 
@@ -38,8 +44,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def trained():
-    images, captions, attributes = world(48)
-    model, losses = train_clip(MODEL, images, captions, attributes, TRAIN, device="cpu", world=SHAPES_WORLD)
+    images, attributes = SHAPES_WORLD.render(TRAIN.render_seed, 0, TRAIN.images, 32)
+    model, losses = train_clip(MODEL, torch.from_numpy(images), attributes, SHAPES_WORLD, TRAIN, device="cpu")
     return model, losses
 
 
@@ -77,7 +83,69 @@ def test_project_config_is_registered_with_open_clip():
 def test_training_loss_decreases(trained):
     losses = trained[1]
     assert len(losses) == TRAIN.steps
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2
+
+
+def test_the_contrastive_loss_spreads_its_target_over_every_match():
+    rng = np.random.default_rng(0)
+    images, texts = (torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(5, 8))).float(), dim=-1)
+                     for _ in range(2))
+    scale = torch.tensor(20.0)
+    alone = torch.eye(5, dtype=torch.bool)
+    expected = open_clip.ClipLoss()(images, texts, scale)
+    torch.testing.assert_close(multi_positive_loss(images, texts, scale, alone), expected)
+    matches = alone.clone()
+    matches[0, 1] = matches[1, 0] = True  # captions 0 and 1 both describe images 0 and 1
+    logits = (scale * images @ texts.T).double()
+    by_hand = 0.0
+    for rows, m in ((logits, matches), (logits.T, matches.T)):
+        for i in range(5):
+            positives = torch.nonzero(m[i]).flatten()
+            by_hand += -rows[i].log_softmax(0)[positives].mean() / 5 / 2
+    torch.testing.assert_close(multi_positive_loss(images, texts, scale, matches).double(), by_hand)
+
+
+def test_the_temperature_starts_where_params_put_it():
+    params = dataclasses.replace(TRAIN, steps=1, learn_logit_scale=False, logit_scale=50.0)
+    images, attributes = SHAPES_WORLD.render(1, 0, 8, 32)
+    model, _ = train_clip(MODEL, torch.from_numpy(images), attributes, SHAPES_WORLD, params, device="cpu")
+    assert float(model.logit_scale.exp()) == pytest.approx(50.0)
+
+
+def test_a_world_without_a_renderer_cannot_pretrain_a_clip():
+    with pytest.raises(UserError, match="clip.train.world = 'faces': no such world"):
+        renderable_world("faces", "clip.train.world")
+    blind = dataclasses.replace(SHAPES_WORLD, render=None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(__import__("pipeline.worlds.registry", fromlist=["WORLDS"]).WORLDS, "blind", blind)
+        with pytest.raises(UserError, match="cannot render"):
+            renderable_world("blind", "scorer.train.world")
+
+
+def test_the_modality_gap_figures_on_constructed_embeddings():
+    # images at e0 + small offsets, captions at e1 + the same offsets: every matched cosine is equal
+    offsets = np.eye(6, dtype=np.float32)[2:5] * 0.5
+    image = offsets + np.eye(6, dtype=np.float32)[0]
+    text = offsets + np.eye(6, dtype=np.float32)[1]
+    image /= np.linalg.norm(image, axis=1, keepdims=True)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    gap = modality_gap(image, text, ["a", "b", "c"])
+    assert gap["matched_cosine"] == pytest.approx(0.25 / 1.25)
+    assert gap["mismatched_cosine"] == pytest.approx(0.0)
+    assert gap["image_image_cosine"] == gap["text_text_cosine"] == pytest.approx(1 / 1.25)
+    assert gap["centroid_distance"] == pytest.approx(np.sqrt(2) / np.sqrt(1.25))
+    assert modality_gap(image, image, ["a", "b", "c"])["centroid_distance"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pseudo_text_cosines_name_every_ablation_setting():
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(50, 16)).astype(np.float32)
+    image /= np.linalg.norm(image, axis=1, keepdims=True)
+    figures = pseudo_text_cosines(image, image, ABLATION)
+    assert list(figures) == ["none", "clipvq-0.25", "clipvq-0.5", "clipvq-0.75", "lafite-3", "c3-0.5"]
+    assert figures["none"]["to_image"] == pytest.approx(1.0) and figures["none"]["to_caption"] == pytest.approx(1.0)
+    assert figures["clipvq-0.5"]["to_image"] == pytest.approx(1 / np.sqrt(1.25), abs=0.02)  # 0.89, DESIGN.md
+    assert figures["clipvq-0.25"]["to_image"] > figures["clipvq-0.75"]["to_image"] > figures["lafite-3"]["to_image"]
 
 
 def test_saved_checkpoint_loads_and_embeds_identically(trained, encoder, tmp_path):
@@ -167,6 +235,7 @@ def test_evaluate_reports_every_section(encoder):
     images, captions, attributes = world(20, start=400)
     report = evaluate_clip(encoder, images, captions, attributes, SHAPES_WORLD)
     assert report["checkpoint"] == "in-memory" and report["retrieval"]["n_pairs"] == 20
+    assert {"matched_cosine", "centroid_distance", "pseudo_text"} <= set(report["gap"])
     assert set(report["zero_shot"]["accuracy"]) == {"shape", "colour", "size", "position", "all"}
     assert set(report["zero_shot_new_wording"]["accuracy"]) == set(report["zero_shot"]["accuracy"])
     with pytest.raises(ValueError, match="world"):

@@ -14,8 +14,8 @@ from pipeline.core.torch_files import UnsafeFileError
 from pipeline.core.training import list_checkpoints, load_latest_checkpoint
 from pipeline.data.shards import SHARD_PATTERN
 from pipeline.data.vectors import vectors_table, write_table
-from pipeline.diffusion.model import load_model, save_model
-from pipeline.diffusion.train import load_training_data, train_diffusion
+from pipeline.diffusion.model import Conditioning, load_model, save_model
+from pipeline.diffusion.train import load_training_data, train_diffusion, with_text_mean
 from tests.conftest import REPO, make_params
 
 TINY = {"train.depth": 1, "train.width": 32, "train.heads": 2, "train.diffusion_steps": 10, "train.steps": 120,
@@ -62,8 +62,14 @@ def test_loss_decreases_and_model_round_trips(tmp_path):
     last = np.mean([r["vlb"] for r in result.history[-4:]])
     assert last < 0.7 * first
     params = tiny_params()
-    save_model(tmp_path / "m.pt", result.model, result.config, params.abar_range, params.gbar_range, data.sources)
-    model, schedule, sources = load_model(tmp_path / "m.pt")
+    data = with_text_mean(data, np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32))
+    conditioning = Conditioning("c3", 0.5, data.means)
+    save_model(tmp_path / "m.pt", result.model, result.config, params.abar_range, params.gbar_range, data.sources,
+               conditioning)
+    model, schedule, sources, loaded = load_model(tmp_path / "m.pt")
+    assert loaded.mode == "c3" and loaded.scale == 0.5
+    torch.testing.assert_close(loaded.means.image, data.embeddings.mean(0))
+    torch.testing.assert_close(loaded.means.text, data.means.text)
     x = torch.full((2, 16), 16)
     t = torch.tensor([3, 7])
     with torch.no_grad():

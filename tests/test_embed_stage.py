@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from pipeline.clip.train import save_clip
 from pipeline.data.vectors import read_prompt_embeddings, read_vectors
 from stages.cli import app
-from tests.conftest import REPO
+from pipeline.worlds.shapes.prompts import shapes_prompts
+from pipeline.worlds.shapes.render import held_out_pairs
 from tests.test_cache import write_ingest
 
 
@@ -20,8 +21,10 @@ def test_same_inputs_give_the_same_cache_bytes(tmp_path, params_file, monkeypatc
     (tmp_path / "weights").mkdir()
     save_clip(open_clip.create_model("shapes-clip-tiny"), tmp_path / "weights/clip.pt")
     ingest = write_ingest(tmp_path / "ingest")
+    prompts_csv = tmp_path / "prompts.csv"
+    shapes_prompts(held_out_pairs(3, 0)).to_csv(prompts_csv, index=False)
     params = params_file({"clip.pretrained": "weights/clip.pt", "clip.batch_size": 5, "clip.device": "cpu",
-                          "embed.prompts": str(REPO / "prompts/shapes.csv")})
+                          "embed.prompts": str(prompts_csv)})
     runs = []
     for run in ("a", "b"):
         out, prompts = tmp_path / run / "embeddings", tmp_path / run / "prompts.parquet"
@@ -37,4 +40,4 @@ def test_same_inputs_give_the_same_cache_bytes(tmp_path, params_file, monkeypatc
     assert len(cache.ids) == 12 and cache.metadata["model"] == "shapes-clip-tiny"
     np.testing.assert_allclose(np.linalg.norm(cache.vectors, axis=1), 1, atol=1e-5)
     frame, text = read_prompt_embeddings(tmp_path / "a/prompts.parquet")
-    assert len(frame) == len(text) == 60 and {"prompt", "colour", "shape"} <= set(frame.columns)
+    assert len(frame) == len(text) == 96 and {"prompt", "colour", "shape"} <= set(frame.columns)

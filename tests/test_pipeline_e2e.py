@@ -142,3 +142,16 @@ def test_code_and_weights_changes_rerun_the_stages_that_use_them(workdir):
     assert f"train: resuming from step {MICRO['train.steps']}" in output  # finished: reloaded, not retrained
     (root / "weights/vgg16.pt").write_bytes(b"a user's weights file")
     assert stages_run(sh(["dvc", "repro"], root, env)) >= {"tokenizer", "clip", "scorer", "embed", "evaluate"}
+
+
+def test_the_ablation_command_scores_every_setting_and_keeps_finished_ones(workdir):
+    root, env = workdir
+    sh(["dvc", "repro"], root, env)
+    sh(["t2i", "ablation", "--steps", "10", "--samples", "2"], root, env)
+    table = yaml.safe_load((root / "reports/ablation.json").read_text())
+    assert list(table) == ["none", "clipvq-0.25", "clipvq-0.5", "clipvq-0.75", "lafite-3", "c3-0.5"]
+    for name, card in table.items():
+        assert card["pseudo_text"] == name and card["train_steps"] == 10 and "align_seen_all" in card
+    assert "10 steps" in (root / "reports/ablation.md").read_text()
+    again = sh(["t2i", "ablation", "--steps", "10", "--samples", "2"], root, env)
+    assert again.count("kept") == 6

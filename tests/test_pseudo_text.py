@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.diffusion.pseudo_text import drop_mask, perturb, pseudo_text
+from pipeline.diffusion.pseudo_text import (ABLATION, ConditionMeans, drop_mask, inference_condition, perturb,
+                                          pseudo_text, setting_name)
 
 
 def expected_cosine(scale: float, dim: int) -> float:
@@ -80,3 +81,32 @@ def test_dropout_rate_and_interface() -> None:
     assert emb.shape == (8, 32) and drop.shape == (8,) and drop.dtype == torch.bool
     again = pseudo_text(h, "clipvq", 0.5, 0.5, torch.Generator().manual_seed(4))
     assert torch.equal(emb, again[0]) and torch.equal(drop, again[1])
+
+
+def test_c3_removes_each_modalitys_mean_then_adds_noise_of_the_given_norm():
+    g = torch.Generator().manual_seed(0)
+    dim = 256
+    image_mean, text_mean = F.normalize(torch.randn(dim, generator=g), dim=0), F.normalize(torch.randn(dim, generator=g), dim=0)
+    means = ConditionMeans(image=image_mean, text=text_mean)
+    residual = F.normalize(torch.randn(512, dim, generator=g), dim=-1) * 0.5
+    h = image_mean + residual
+    t = text_mean + residual  # a caption: the same content, the other modality's offset
+    clean = perturb(h, "c3", 0.0, None, means)
+    at_inference = inference_condition(t, "c3", means)
+    torch.testing.assert_close(clean, at_inference)  # the gap is gone once each mean is removed
+    torch.testing.assert_close(clean, F.normalize(residual, dim=-1))
+    noisy = perturb(h, "c3", 0.5, torch.Generator().manual_seed(1), means)
+    torch.testing.assert_close(noisy.norm(dim=-1), torch.ones(512))
+    # noise of expected norm 0.5 around a unit vector: cosine about 1/sqrt(1 + 0.25)
+    assert float((noisy * clean).sum(-1).mean()) == pytest.approx(1 / math.sqrt(1.25), abs=0.01)
+    for mode in ("none", "clipvq", "lafite"):
+        assert torch.equal(inference_condition(t, mode, None), t)
+    with pytest.raises(ValueError, match="mean embeddings"):
+        perturb(h, "c3", 0.5)
+    with pytest.raises(ValueError, match="'c3'"):
+        perturb(h, "gaussian", 0.5)
+
+
+def test_setting_names():
+    assert [setting_name(m, s) for m, s in ABLATION] == [
+        "none", "clipvq-0.25", "clipvq-0.5", "clipvq-0.75", "lafite-3", "c3-0.5"]

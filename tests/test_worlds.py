@@ -1,16 +1,18 @@
 """The World interface, the registry, and the shapes world's pieces (captions, prompts, checker)."""
 
+import itertools
 from dataclasses import asdict, replace
 
 import numpy as np
+import open_clip
+import pandas as pd
 import pytest
 
-from pipeline.data.prompts import load_prompts
 from pipeline.worlds.registry import WORLDS, world_of
+from pipeline.worlds.shapes import captions
 from pipeline.worlds.shapes.prompts import shapes_prompts
-from pipeline.worlds.shapes.render import ATTRIBUTES, POSITION_PHRASES, caption, render_example
+from pipeline.worlds.shapes.render import ATTRIBUTES, caption, generate, held_out_pairs, render_example
 from pipeline.worlds.shapes.world import SHAPES_WORLD
-from tests.conftest import REPO
 
 
 def test_the_data_columns_pick_the_world():
@@ -50,18 +52,96 @@ def test_shapes_world_captions():
         assert labels["colour"] in SHAPES_WORLD.reword(labels, rng)
 
 
-def test_committed_shapes_prompts_match_the_builder():
-    committed = load_prompts(REPO / "prompts/shapes.csv")
-    assert committed.to_dict("records") == SHAPES_WORLD.prompts().to_dict("records")
+def test_held_out_pairs_are_seeded_and_share_no_shape_or_colour():
+    pairs = held_out_pairs(3, 0)
+    assert pairs == held_out_pairs(3, 0) and len(pairs) == 3
+    assert len({s for s, _ in pairs}) == 3 and len({c for _, c in pairs}) == 3
+    assert {tuple(held_out_pairs(3, seed)) for seed in range(20)} != {tuple(pairs)}
+    with pytest.raises(ValueError, match="at most 3"):
+        held_out_pairs(4, 0)
 
 
-def test_shapes_prompts_are_balanced_and_say_their_labels():
-    prompts = shapes_prompts()
-    assert len(prompts) == 60 and not prompts.duplicated(list(ATTRIBUTES)).any()
+def test_the_generators_world_never_shows_a_held_out_pair(tmp_path):
+    pairs = frozenset(held_out_pairs(3, 0))
+    generate(tmp_path / "shapes", 300, 16, seed=0, exclude=pairs)
+    labels = pd.read_csv(tmp_path / "shapes/labels.csv")
+    assert not {(s, c) for s, c in zip(labels["shape"], labels["colour"])} & pairs
+    assert len({(s, c) for s, c in zip(labels["shape"], labels["colour"])}) == 18 - 3
+    # the CLIPs' renders hold every pair
+    _, attributes = SHAPES_WORLD.render(1, 0, 600, 16)
+    assert len({(a["shape"], a["colour"]) for a in attributes}) == 18
+
+
+def all_training_captions() -> set[str]:
+    """Every caption the CLIP's rewording can produce, for every subset of named attributes."""
+    out = set()
+    names = list(ATTRIBUTES)
+    word_options = {"size": captions.SIZE_WORDS, "colour": {c: (c,) for c in ATTRIBUTES["colour"]},
+                    "shape": captions.SHAPE_WORDS, "position": captions.POSITION_WORDS}
+    for k in range(1, len(names) + 1):
+        for subset in itertools.combinations(names, k):
+            for values in itertools.product(*(ATTRIBUTES[n] for n in subset)):
+                choices = [word_options[n][v] for n, v in zip(subset, values)]
+                nouns = captions.UNNAMED_SHAPE if "shape" not in subset else ("",)
+                for words in itertools.product(*choices):
+                    for noun in nouns:
+                        filled = dict(zip(subset, words))
+                        if noun:
+                            filled["shape"] = noun
+                        for template in captions.TRAIN_TEMPLATES:
+                            out.add(captions._fill(template, filled))
+    return out
+
+
+def test_new_wordings_cannot_come_out_of_the_training_rewording():
+    trained = all_training_captions()
+    rng = np.random.default_rng(0)
+    sampled = {SHAPES_WORLD.reword(dict(zip(ATTRIBUTES, c.values())), rng) for c in SHAPES_WORLD.attribute_combinations()
+               for _ in range(5)}
+    assert sampled <= trained  # the enumeration covers what reword does
+    vocabulary = {word for text in trained for word in text.replace(",", " ").split()}
+    prompts = shapes_prompts(held_out_pairs(3, 0))
+    new = prompts[prompts["set"] == "new_wording"]["prompt"]
+    tokenizer = open_clip.get_tokenizer("shapes-clip-tiny")  # lowercases, splits punctuation
+    trained_tokens = {tuple(t.tolist()) for t in tokenizer(sorted(trained))}
+    for text in new:
+        assert tuple(tokenizer([text])[0].tolist()) not in trained_tokens, text
+        assert set(text.replace(",", " ").split()) <= vocabulary, f"{text!r} uses a word the CLIP never read"
+
+
+def test_partial_captions_name_exactly_their_attributes():
+    rng = np.random.default_rng(1)
+    assert SHAPES_WORLD.describe({"colour": "red", "shape": "circle"}, captions.TRAIN_TEMPLATES[0]) == "a red circle"
+    assert SHAPES_WORLD.describe({"size": "large"}, captions.TRAIN_TEMPLATES[0]) == "a large shape"
+    assert SHAPES_WORLD.describe({"position": "top", "colour": "blue"}, captions.TRAIN_TEMPLATES[2]) == (
+        "at the top, a blue shape")
+    for _ in range(200):
+        text = SHAPES_WORLD.reword({"colour": "green", "size": "small"}, rng)
+        assert "green" in text and ", ," not in text and not text.endswith(",") and "  " not in text
+        assert not any(p in text for p in ("left", "right", "top", "bottom", "centre", "center", "middle"))
+        assert not any(s in text for s in ("circle", "square", "triangle", "disc"))
+
+
+def test_shapes_prompt_sets_say_their_labels():
+    pairs = held_out_pairs(3, 0)
+    prompts = shapes_prompts(pairs)
+    sets = prompts.groupby(["set", "split"]).size().to_dict()
+    assert sets == {("canonical", "seen"): 30, ("canonical", "heldout"): 30, ("new_wording", "seen"): 12,
+                    ("partial", "seen"): 24}
+    heldout = prompts[prompts["split"] == "heldout"]
+    assert set(zip(heldout["shape"], heldout["colour"])) == set(pairs)
+    assert not set(zip(prompts[prompts["split"] == "seen"]["shape"], prompts[prompts["split"] == "seen"]["colour"])) & set(pairs)
+    seen = prompts[(prompts["set"] == "canonical") & (prompts["split"] == "seen")]
+    assert not seen.duplicated(list(ATTRIBUTES)).any()
     for name, values in ATTRIBUTES.items():
-        assert set(prompts[name].value_counts()) == {60 // len(values)}
+        counts = seen[name].value_counts()
+        assert set(counts.index) == set(values) and counts.max() - counts.min() <= 1, name
     for row in prompts.to_dict("records"):
-        text = row["prompt"].lower()
-        assert all(row[name] in text for name in ("shape", "colour", "size"))
-        assert POSITION_PHRASES[row["position"]] in text
-    assert (prompts["wording"] == "new").sum() == 30
+        named = [n for n in ATTRIBUTES if row[n] != ""]
+        assert row["prompt"] == SHAPES_WORLD.describe({n: row[n] for n in named}, captions.TRAIN_TEMPLATES[0]) or (
+            row["set"] == "new_wording")
+        assert all(row[name] in row["prompt"] for name in ("colour", "size", "shape") if name in named)
+        assert ("shape" in named) != ("shape" in row["prompt"].split())
+    partial = prompts[prompts["set"] == "partial"]
+    assert sorted((partial[list(ATTRIBUTES)] != "").sum(axis=1).value_counts().to_dict().items()) == [
+        (1, 8), (2, 8), (3, 8)]
