@@ -22,6 +22,9 @@ from pipeline.core.params import load_raw, parse_params
 from pipeline.diffusion.pseudo_text import ABLATION, setting_name
 from stages.common import ParamsOption, user_errors
 
+# What every setting reads besides its params; a setting made from other versions of them is redone.
+CACHES = ("data/tokens", "data/embeddings", "data/prompt_embeddings.parquet", "models/tokenizer.pt", "models/scorer",
+          "reports/clip.json")
 HEADLINE = ("align_seen_all", "align_heldout_all", "align_new_wording_all", "align_partial_named", "fd_eval_clip",
             "clipscore_hessel_mean")
 
@@ -33,6 +36,17 @@ def _overridden(raw: dict, mode: str, scale: float, steps: int, samples: int) ->
     return raw
 
 
+def cache_versions(lock: Path = Path("dvc.lock")) -> dict[str, str]:
+    """The hash DVC recorded for each of CACHES, from dvc.lock ("" where it has none)."""
+    found = dict.fromkeys(CACHES, "")
+    if lock.is_file():
+        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+            for out in stage.get("outs", []):  # metrics files are outs in dvc.lock
+                if out.get("path") in found:
+                    found[out["path"]] = out.get("md5", "")
+    return found
+
+
 def _run(args: list[str]) -> None:
     typer.echo("ablation: " + " ".join(args))
     if subprocess.run([sys.executable, "-m", "stages", *args]).returncode != 0:
@@ -40,21 +54,31 @@ def _run(args: list[str]) -> None:
 
 
 def run_setting(raw: dict, mode: str, scale: float, steps: int, samples: int, folder: Path) -> dict:
-    """Train, sample and evaluate one setting into ``folder``; its scorecard."""
+    """Train, sample and evaluate one setting into ``folder``; its scorecard.
+
+    With unchanged params and caches (their versions head the params file), a scored setting is
+    kept and a sampled one is only scored (delete its scorecard.json to score it again);
+    training resumes from its checkpoints.
+    """
     params_file = folder / "params.yaml"
-    wanted = yaml.safe_dump(_overridden(raw, mode, scale, steps, samples), sort_keys=False)
-    card = folder / "scorecard.json"
-    if card.is_file() and params_file.is_file() and params_file.read_text() == wanted:
-        typer.echo(f"ablation: {folder.name} done before with these params; kept")
-        return json.loads(card.read_text())
-    folder.mkdir(parents=True, exist_ok=True)
-    write_bytes(params_file, wanted.encode())
-    card.unlink(missing_ok=True)
+    caches = "".join(f"# {path}: {version}\n" for path, version in cache_versions().items())
+    wanted = caches + yaml.safe_dump(_overridden(raw, mode, scale, steps, samples), sort_keys=False)
+    card, sampled = folder / "scorecard.json", folder / "sample.json"
+    if params_file.is_file() and params_file.read_text() == wanted:
+        if card.is_file():
+            typer.echo(f"ablation: {folder.name} done before with these params; kept")
+            return json.loads(card.read_text())
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        card.unlink(missing_ok=True)
+        sampled.unlink(missing_ok=True)
+        write_bytes(params_file, wanted.encode())
     p = ["--params", str(params_file)]
-    _run(["train", *p, "--out", str(folder / "diffusion.pt"), "--work", str(folder / "checkpoints"),
-          "--report", str(folder / "train.json"), "--curves", str(folder / "train_curves.csv")])
-    _run(["sample", *p, "--model", str(folder / "diffusion.pt"), "--out", str(folder / "samples"),
-          "--report", str(folder / "sample.json")])
+    if not sampled.is_file():  # the sample stage writes its report last
+        _run(["train", *p, "--out", str(folder / "diffusion.pt"), "--work", str(folder / "checkpoints"),
+              "--report", str(folder / "train.json"), "--curves", str(folder / "train_curves.csv")])
+        _run(["sample", *p, "--model", str(folder / "diffusion.pt"), "--out", str(folder / "samples"),
+              "--report", str(sampled)])
     _run(["evaluate", *p, "--samples", str(folder / "samples"), "--sample-report", str(folder / "sample.json"),
           "--metrics", str(folder / "metrics.json"), "--scorecard", str(card), "--html", str(folder / "index.html")])
     return json.loads(card.read_text())
@@ -72,10 +96,11 @@ def ablation_markdown(cards: dict[str, dict], steps: int, samples: int) -> str:
     lines = [
         "# Pseudo-text ablation",
         "",
-        f"Written by `t2i ablation`: each setting trains the generator {steps} steps (the default run: see "
-        f"params.yaml) on the same caches and seed, samples {samples} images per evaluation prompt and is scored "
-        "by the CLIP-free checker (align_*, 95% Wilson half-widths) and the independent scoring CLIP "
-        "(fd_eval_clip, CLIPScore). Floors: reports/scorecard.json.",
+        f"Written by `t2i ablation --steps {steps} --samples {samples}`: each setting trains the generator {steps} "
+        f"steps on the same caches, seed and conditioning CLIP (the default run trains train.steps), samples "
+        f"{samples} images per evaluation prompt and is scored by the CLIP-free checker (align_*, with 95% Wilson "
+        "half-widths) and the independent scoring CLIP (fd_eval_clip on the seen prompts' samples, CLIPScore). "
+        "Per-setting floors and every other figure: reports/ablation.json.",
         "",
         "| setting | " + " | ".join(HEADLINE) + " | seen_all vs none |",
         "| --- | " + " | ".join("---" for _ in HEADLINE) + " | --- |",

@@ -38,8 +38,8 @@ def main(
         "reports/sample.json"),
     metrics_out: Annotated[Path, typer.Option("--metrics", help="Every figure (DVC metrics).")] = Path(
         "reports/metrics.json"),
-    scorecard_out: Annotated[Path, typer.Option("--scorecard", help="The headline figures, flat (DVC metrics).")] = Path(
-        "reports/scorecard.json"),
+    scorecard_out: Annotated[Path, typer.Option("--scorecard", help="The headline figures, flat (DVC metrics).")
+                             ] = Path("reports/scorecard.json"),
     html: Annotated[Path, typer.Option(help="Self-contained HTML report.")] = Path("reports/index.html"),
 ) -> None:
     """Score the samples with the independent scoring CLIP (Frechet distance with its floors,
@@ -57,8 +57,10 @@ def main(
     if len(val) < 2 * n:
         raise UserError(f"evaluate.fd_images = {n}: the Frechet floors need 2 x {n} held-out (val) images and "
                         f"{ingest} has {len(val)}; lower evaluate.fd_images or raise ingest.val_fraction")
+    sets = prompt_sets(index)
+    fd_rows = np.flatnonzero(sets.get("seen", sets.get("all")))[:n]  # seen combinations: what the reference shows
     reference = decode_pngs(val.slice(0, n)["image"].to_pylist())
-    others = val.slice(n, n)  # disjoint from the reference: real floor, reconstructions, scrambled codes
+    others = val.slice(n, len(fd_rows))  # the floors, at the generated N: real, reconstructions, scrambled codes
     vqgan = load_vqgan(tokenizer)
     codes = read_vectors(tokens, "codes", "val")
     row = {image_id: i for i, image_id in enumerate(codes.ids)}
@@ -66,8 +68,6 @@ def main(
     other_codes = other_codes.view(-1, vqgan.grid, vqgan.grid)
     reconstructions = decode_all(vqgan, other_codes, 256)
 
-    sets = prompt_sets(index)
-    fd_rows = np.flatnonzero(sets.get("seen", sets.get("all")))[:n]  # seen combinations: what the reference shows
     embed, weights, batch = scorer.embed_images, evaluate.inception_weights, evaluate.batch_size
     metrics: dict = {
         "scored_by": {"frechet": f"{scorer.model_name} {scorer.checkpoint_id} (scorer)" if not weights

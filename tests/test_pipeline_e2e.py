@@ -90,7 +90,7 @@ def test_repro_runs_every_stage_then_is_up_to_date(workdir):
     card = yaml.safe_load((root / "reports/scorecard.json").read_text())
     assert {"align_seen_all", "align_heldout_all", "align_partial_named", "clip_matched_cosine", "fd_eval_clip",
             "fd_floor_real", "fd_floor_recon", "checker_acc_fresh", "checker_acc_recon"} <= set(card)
-    assert card["pseudo_text"] == "clipvq-0.5" and card["fd_n"] == MICRO["evaluate.fd_images"]
+    assert card["pseudo_text"] == "c3-0.5" and card["fd_n"] == MICRO["evaluate.fd_images"]
     assert (root / "reports/index.html").stat().st_size > 1000
     for report in ("tokenizer", "clip", "scorer", "train", "sample"):
         assert yaml.safe_load((root / f"reports/{report}.json").read_text()), report
@@ -152,6 +152,10 @@ def test_the_ablation_command_scores_every_setting_and_keeps_finished_ones(workd
     assert list(table) == ["none", "clipvq-0.25", "clipvq-0.5", "clipvq-0.75", "lafite-3", "c3-0.5"]
     for name, card in table.items():
         assert card["pseudo_text"] == name and card["train_steps"] == 10 and "align_seen_all" in card
-    assert "10 steps" in (root / "reports/ablation.md").read_text()
+    assert "trains the generator 10 steps" in (root / "reports/ablation.md").read_text()
     again = sh(["t2i", "ablation", "--steps", "10", "--samples", "2"], root, env)
     assert again.count("kept") == 6
+    (root / "data/ablation/none/scorecard.json").unlink()  # score one again: no training, no sampling
+    rescored = sh(["t2i", "ablation", "--steps", "10", "--samples", "2"], root, env)
+    assert rescored.count("kept") == 5 and "ablation: evaluate" in rescored
+    assert "ablation: sample" not in rescored and "ablation: train" not in rescored

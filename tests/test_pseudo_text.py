@@ -86,7 +86,7 @@ def test_dropout_rate_and_interface() -> None:
 def test_c3_removes_each_modalitys_mean_then_adds_noise_of_the_given_norm():
     g = torch.Generator().manual_seed(0)
     dim = 256
-    image_mean, text_mean = F.normalize(torch.randn(dim, generator=g), dim=0), F.normalize(torch.randn(dim, generator=g), dim=0)
+    image_mean, text_mean = (F.normalize(torch.randn(dim, generator=g), dim=0) for _ in range(2))
     means = ConditionMeans(image=image_mean, text=text_mean)
     residual = F.normalize(torch.randn(512, dim, generator=g), dim=-1) * 0.5
     h = image_mean + residual

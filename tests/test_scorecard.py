@@ -48,5 +48,5 @@ def test_ablation_table_says_its_steps_and_the_gain_over_none():
     cards = {"none": scorecard(METRICS, CLIP, "none"), "c3-0.5": {**scorecard(METRICS, CLIP, "c3-0.5"),
                                                                  "align_seen_all": 0.95}}
     table = ablation_markdown(cards, steps=1000, samples=16)
-    assert "1000 steps" in table and "16 images per evaluation prompt" in table
+    assert "`t2i ablation --steps 1000 --samples 16`" in table and "16 images per evaluation prompt" in table
     assert "| c3-0.5 | 0.950 +- 0.030 |" in table and "+0.150 |" in table

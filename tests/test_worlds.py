@@ -96,8 +96,10 @@ def all_training_captions() -> set[str]:
 def test_new_wordings_cannot_come_out_of_the_training_rewording():
     trained = all_training_captions()
     rng = np.random.default_rng(0)
-    sampled = {SHAPES_WORLD.reword(dict(zip(ATTRIBUTES, c.values())), rng) for c in SHAPES_WORLD.attribute_combinations()
-               for _ in range(5)}
+    sampled = {SHAPES_WORLD.reword(combo, rng) for combo in SHAPES_WORLD.attribute_combinations() for _ in range(5)}
+    for combo in SHAPES_WORLD.attribute_combinations():
+        named = rng.choice(list(combo), size=rng.integers(1, 4), replace=False)
+        sampled.add(SHAPES_WORLD.reword({name: combo[name] for name in named}, rng))
     assert sampled <= trained  # the enumeration covers what reword does
     vocabulary = {word for text in trained for word in text.replace(",", " ").split()}
     prompts = shapes_prompts(held_out_pairs(3, 0))
@@ -130,7 +132,8 @@ def test_shapes_prompt_sets_say_their_labels():
                     ("partial", "seen"): 24}
     heldout = prompts[prompts["split"] == "heldout"]
     assert set(zip(heldout["shape"], heldout["colour"])) == set(pairs)
-    assert not set(zip(prompts[prompts["split"] == "seen"]["shape"], prompts[prompts["split"] == "seen"]["colour"])) & set(pairs)
+    seen_all = prompts[prompts["split"] == "seen"]
+    assert not set(zip(seen_all["shape"], seen_all["colour"])) & set(pairs)
     seen = prompts[(prompts["set"] == "canonical") & (prompts["split"] == "seen")]
     assert not seen.duplicated(list(ATTRIBUTES)).any()
     for name, values in ATTRIBUTES.items():

@@ -126,7 +126,8 @@ def build_trainer(params: TrainParams, config: TransformerConfig, device: torch.
         t_sampler.load_state_dict(state["t_sampler"])
     net = distributed.wrap(model)
     net = torch.compile(net) if device.type == "cuda" and params.compile else net
-    return Trainer(model.train(), net, optimizer, ema, t_sampler, noise_schedule(config.n_codes, params.diffusion_steps, params.abar_range, params.gbar_range))
+    schedule = noise_schedule(config.n_codes, params.diffusion_steps, params.abar_range, params.gbar_range)
+    return Trainer(model.train(), net, optimizer, ema, t_sampler, schedule)
 
 
 def train_step(trainer: Trainer, loader: Prefetcher, step: int, params: TrainParams) -> tuple[Losses, torch.Tensor]:

@@ -20,6 +20,8 @@ def _half_width(interval: list[float]) -> float:
 
 def scorecard(metrics: Mapping[str, Any], clip_report: Mapping[str, Any], pseudo_text: str) -> dict[str, Any]:
     card: dict[str, Any] = {"pseudo_text": pseudo_text}
+    if "scored_by" in metrics:
+        card["scored_by_clip"] = metrics["scored_by"]["clipscore"]
     alignment = metrics.get("alignment", {})
     for name in ("seen", "heldout"):
         generated = alignment.get(name, {}).get("generated")

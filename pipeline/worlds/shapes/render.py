@@ -164,9 +164,13 @@ def render_example(seed: int, index: int, resolution: int,
 def render_set(seed: int, start: int, count: int, resolution: int) -> tuple[np.ndarray, list[dict[str, str]]]:
     """Images ``start`` to ``start + count`` of the stream ``seed`` as uint8 (N, 3, H, W), with
     their attributes: the in-project CLIPs' own worlds, which hold every combination."""
-    specs, images = zip(*(render_example(seed, i, resolution) for i in range(start, start + count))) if count else ((), ())
-    pixels = np.stack([np.asarray(image) for image in images]) if count else np.zeros((0, resolution, resolution, 3))
-    return pixels.transpose(0, 3, 1, 2).astype(np.uint8), [asdict(spec) for spec in specs]
+    examples = [render_example(seed, i, resolution) for i in range(start, start + count)]
+    pixels = np.zeros((count, resolution, resolution, 3), np.uint8)
+    for row, (_, image) in enumerate(examples):
+        pixels[row] = np.asarray(image)
+    # A view, channels-last in memory: the CLIPs' pretraining sees this layout (and float rounding
+    # in the convolutions depends on it; a contiguous copy trains a slightly different CLIP).
+    return pixels.transpose(0, 3, 1, 2), [asdict(spec) for spec, _ in examples]
 
 
 def png_bytes(image: Image.Image) -> bytes:
