@@ -97,7 +97,7 @@ def main(
     reports = metrics_out.parent
     order = "best first by the scoring CLIP's cosine" if evaluate.rerank else "in sample order"
     sheets = {name: [(f"{evaluate.sheet_samples} samples per prompt, {order}",
-                      samples_sheet(index[mask], images[torch.from_numpy(mask)], cosine[mask], evaluate.rerank,
+                      samples_sheet(index[mask], images[torch.tensor(mask)], cosine[mask], evaluate.rerank,
                                     evaluate.sheet_samples))]
               for name, mask in sets.items()}
     build_report(html, {"scorecard": card, **metrics}, sheets, reports / "tokenizer_recon.png",

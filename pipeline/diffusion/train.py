@@ -56,7 +56,7 @@ class TrainingData:
 def with_text_mean(data: TrainingData, text_embeddings: np.ndarray) -> TrainingData:
     """The data with C3's means: of its image embeddings, and of ``text_embeddings`` (N, D), the
     only text a language-free pipeline holds (the evaluation prompts)."""
-    text = torch.from_numpy(np.asarray(text_embeddings, dtype=np.float32)).mean(0)
+    text = torch.tensor(np.asarray(text_embeddings, dtype=np.float32)).mean(0)  # a copy: Arrow views are read-only
     return dataclasses.replace(data, means=ConditionMeans(image=data.embeddings.mean(0), text=text))
 
 

@@ -88,9 +88,8 @@ def text_alignment(world: World, index: pd.DataFrame, images: torch.Tensor,
         same = index["prompt_index"].isin(full_index["prompt_index"]).to_numpy()
         complete = (full_index[names].astype(str) != "").all(axis=1).to_numpy()
         keep = same & (index[names].astype(str) != "").all(axis=1).to_numpy()
-        out["fast_vs_full_t"] = {"fast": alignment(world, index[keep], images[torch.from_numpy(keep)]),
-                                 "full_t": alignment(world, full_index[complete],
-                                                     full_images[torch.from_numpy(complete)])}
+        out["fast_vs_full_t"] = {"fast": alignment(world, index[keep], images[torch.tensor(keep)]),
+                                 "full_t": alignment(world, full_index[complete], full_images[torch.tensor(complete)])}
     return out
 
 
