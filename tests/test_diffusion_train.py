@@ -20,7 +20,7 @@ from tests.conftest import REPO, make_params
 
 TINY = {"train.depth": 1, "train.width": 32, "train.heads": 2, "train.diffusion_steps": 10, "train.steps": 120,
         "train.batch_size": 8, "train.optim.warmup_steps": 5, "train.checkpoint_every": 10, "train.log_every": 5,
-        "train.optim.lr": 2e-3, "train.t_min_count": 2, "train.device": "cpu"}
+        "train.optim.lr": 2e-3, "train.t_min_count": 2, "train.device": "cpu", "train.pseudo_text": "clipvq"}
 
 
 def write_caches(root, n=48, n_codes=16, grid=4, dim=16, drop_embedding=False):
@@ -57,12 +57,14 @@ def test_loss_decreases_and_model_round_trips(tmp_path):
     torch.set_num_threads(1)
     root = write_caches(tmp_path)
     data = load_training_data(root / "tokens", root / "embeddings")
-    result = train_diffusion(tiny_params(**{"train.steps": 200}), data, tmp_path / "work")
+    with pytest.raises(UserError, match="text mean"):
+        train_diffusion(tiny_params(**{"train.pseudo_text": "c3"}), data, tmp_path / "work")
+    data = with_text_mean(data, np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32))
+    result = train_diffusion(tiny_params(**{"train.steps": 200, "train.pseudo_text": "c3"}), data, tmp_path / "work")
     first = np.mean([r["vlb"] for r in result.history[:4]])
     last = np.mean([r["vlb"] for r in result.history[-4:]])
     assert last < 0.7 * first
     params = tiny_params()
-    data = with_text_mean(data, np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32))
     conditioning = Conditioning("c3", 0.5, data.means)
     save_model(tmp_path / "m.pt", result.model, result.config, params.abar_range, params.gbar_range, data.sources,
                conditioning)

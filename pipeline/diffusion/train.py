@@ -167,6 +167,9 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> 
     Under torchrun every process calls this with the same arguments and rank 0 writes the
     checkpoints (see train_step and pipeline/core/distributed.py).
     """
+    if params.pseudo_text == "c3" and data.means is None:
+        raise UserError("train.pseudo_text = 'c3' subtracts the image and text mean embeddings: give the "
+                        "training data the text mean (with_text_mean; the train stage reads the prompt embeddings)")
     device = resolve_device(params.device)
     config = model_config(params, data.n_codes, *data.codes.shape[1:], data.embeddings.shape[1])
     key = run_fingerprint(params, {"sources": data.sources, "n": len(data.codes),
