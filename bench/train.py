@@ -19,6 +19,7 @@ import torch
 from pipeline.core.device import resolve_device
 from pipeline.core.params import TrainParams, load_params
 from pipeline.core.training import Prefetcher, batch_indices
+from pipeline.diffusion.pseudo_text import ConditionMeans
 from pipeline.diffusion.train import build_trainer, model_config, train_step
 from pipeline.diffusion.transformer import Transformer, TransformerConfig, flops_per_step
 from pipeline.tokenizer.model import downsampling_factor
@@ -49,7 +50,8 @@ def bench(params: TrainParams, cfg: TransformerConfig, steps: int, device: torch
     codes = torch.randint(0, cfg.n_codes, (4 * batch, cfg.grid_h, cfg.grid_w))
     embeddings = torch.nn.functional.normalize(torch.randn(4 * batch, cfg.clip_dim), dim=-1)
     loader = Prefetcher([codes, embeddings], lambda step: batch_indices(len(codes), batch, step, params.seed), device)
-    trainer = build_trainer(params, cfg, device)
+    text = torch.nn.functional.normalize(torch.randn(cfg.clip_dim), dim=0)  # C3's text mean, when params ask for C3
+    trainer = build_trainer(params, cfg, device, ConditionMeans(image=embeddings.mean(0), text=text))
     train_step(trainer, loader, 0, params)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -106,13 +106,16 @@ class Trainer:
     ema: EMA | None
     t_sampler: TimestepSampler
     schedule: Schedule
-    means: ConditionMeans | None = None  # C3's, set by train_diffusion
+    means: ConditionMeans | None  # C3's modality means; None for the other modes
 
 
 def build_trainer(params: TrainParams, config: TransformerConfig, device: torch.device,
-                  state: dict[str, Any] | None = None) -> Trainer:
+                  means: ConditionMeans | None, state: dict[str, Any] | None = None) -> Trainer:
     """A model initialised from ``params.seed`` with its optimiser, EMA and t-sampler, continued
-    from a checkpoint's ``state`` when given."""
+    from a checkpoint's ``state`` when given; ``means`` are C3's (required for that mode)."""
+    if params.pseudo_text == "c3" and means is None:
+        raise UserError("train.pseudo_text = 'c3' subtracts the image and text mean embeddings: give the "
+                        "training data the text mean (with_text_mean; the train stage reads the prompt embeddings)")
     seed_everything(params.seed)
     model = Transformer(config).to(device)
     optimizer = make_adamw(model, params.optim)
@@ -127,7 +130,7 @@ def build_trainer(params: TrainParams, config: TransformerConfig, device: torch.
     net = distributed.wrap(model)
     net = torch.compile(net) if device.type == "cuda" and params.compile else net
     schedule = noise_schedule(config.n_codes, params.diffusion_steps, params.abar_range, params.gbar_range)
-    return Trainer(model.train(), net, optimizer, ema, t_sampler, schedule)
+    return Trainer(model.train(), net, optimizer, ema, t_sampler, schedule, means)
 
 
 def train_step(trainer: Trainer, loader: Prefetcher, step: int, params: TrainParams) -> tuple[Losses, torch.Tensor]:
@@ -167,16 +170,12 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> 
     Under torchrun every process calls this with the same arguments and rank 0 writes the
     checkpoints (see train_step and pipeline/core/distributed.py).
     """
-    if params.pseudo_text == "c3" and data.means is None:
-        raise UserError("train.pseudo_text = 'c3' subtracts the image and text mean embeddings: give the "
-                        "training data the text mean (with_text_mean; the train stage reads the prompt embeddings)")
     device = resolve_device(params.device)
     config = model_config(params, data.n_codes, *data.codes.shape[1:], data.embeddings.shape[1])
     key = run_fingerprint(params, {"sources": data.sources, "n": len(data.codes),
                                   "text_mean": None if data.means is None else data.means.text.tolist()})
     state = resume_state(work_dir, key, "train")
-    trainer = build_trainer(params, config, device, state)
-    trainer.means = data.means
+    trainer = build_trainer(params, config, device, data.means, state)
     start, history, seconds = (0, [], 0.0) if state is None else (state["step"], state["history"], state["seconds"])
     loader = Prefetcher([data.codes, data.embeddings],
                         lambda step: batch_indices(len(data.codes), params.batch_size, step, params.seed), device)
