@@ -76,7 +76,7 @@ def run_setting(raw: dict, mode: str, scale: float, steps: int, samples: int, fo
     p = ["--params", str(params_file)]
     if not sampled.is_file():  # the sample stage writes its report last
         _run(["train", *p, "--out", str(folder / "diffusion.pt"), "--work", str(folder / "checkpoints"),
-              "--report", str(folder / "train.json"), "--curves", str(folder / "train_curves.csv")])
+              "--live", str(folder / "train")])
         _run(["sample", *p, "--model", str(folder / "diffusion.pt"), "--out", str(folder / "samples"),
               "--report", str(sampled)])
     _run(["evaluate", *p, "--samples", str(folder / "samples"), "--sample-report", str(folder / "sample.json"),

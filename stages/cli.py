@@ -13,7 +13,7 @@ if not sys.stderr.isatty():
 import typer  # noqa: E402
 
 from stages import (ablation, clip, embed, evaluate, generate, ingest, prompts, sample, scorer, shapes,  # noqa: E402
-                    tokenizer, train)
+                    tokenizer, tradeoff, train)
 
 app = typer.Typer(
     help="Language-free text-to-image training: each command is one DVC stage (see dvc.yaml).",
@@ -30,6 +30,7 @@ app.command("scorer")(scorer.main)
 app.command("embed")(embed.main)
 app.command("train")(train.main)
 app.command("sample")(sample.main)
+app.command("tradeoff")(tradeoff.main)
 app.command("evaluate")(evaluate.main)
 app.command("generate")(generate.main)
 app.command("ablation")(ablation.main)

@@ -1,4 +1,5 @@
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -14,10 +15,11 @@ from pipeline.core.params import load_params
 from pipeline.data.shards import decode_pngs, read_table
 from pipeline.data.vectors import read_vectors
 from pipeline.diffusion.sample_set import FULL_T
-from pipeline.evaluate.report import build_report
-from pipeline.evaluate.scorecard import scorecard
+from pipeline.evaluate.report import build_report, read_tradeoff, svg_tradeoff
+from pipeline.evaluate.scorecard import headlines, scorecard
 from pipeline.evaluate.scoring import (checker_on_reconstructions, clip_cosines, clip_score_summary, frechet,
-                                       load_samples, prompt_sets, samples_sheet, scrambled_grids, text_alignment)
+                                       inception_for_fid, load_samples, prompt_sets, samples_sheet, scrambled_grids,
+                                       text_alignment)
 from pipeline.tokenizer.model import decode_all, load_vqgan
 from pipeline.worlds.registry import world_of
 from stages.common import ParamsOption, user_errors
@@ -41,12 +43,16 @@ def main(
     scorecard_out: Annotated[Path, typer.Option("--scorecard", help="The headline figures, flat (DVC metrics).")
                              ] = Path("reports/scorecard.json"),
     html: Annotated[Path, typer.Option(help="Self-contained HTML report.")] = Path("reports/index.html"),
+    tradeoff: Annotated[Path, typer.Option(help="The tradeoff stage's curve (its .json beside it: the floor).")
+                        ] = Path("reports/tradeoff.csv"),
 ) -> None:
-    """Score the samples with the independent scoring CLIP (Frechet distance with its floors,
-    CLIPScore) and the CLIP-free checker (text alignment per prompt set); write the report."""
+    """Score the samples: FID and KID with their floors (Inception-v3; offline, the scoring CLIP's
+    Frechet and kernel distances), CLIPScore with the independent scoring CLIP, and text
+    alignment per prompt set with the CLIP-free checker; write the report."""
     settings = load_params(params)
     evaluate = settings.evaluate
     use_threads(evaluate.threads)
+    weights = inception_for_fid(evaluate.inception_weights, partial(typer.echo, err=True))
     n = evaluate.fd_images
     scorer = load_encoder(settings.scorer, scorer_dir)
     index, images = load_samples(samples)
@@ -68,11 +74,11 @@ def main(
     other_codes = other_codes.view(-1, vqgan.grid, vqgan.grid)
     reconstructions = decode_all(vqgan, other_codes, 256)
 
-    embed, weights, batch = scorer.embed_images, evaluate.inception_weights, evaluate.batch_size
+    embed, batch = scorer.embed_images, evaluate.batch_size
+    scorer_name = f"{scorer.model_name} {scorer.checkpoint_id} (scorer)"
     metrics: dict = {
-        "scored_by": {"frechet": f"{scorer.model_name} {scorer.checkpoint_id} (scorer)" if not weights
-                      else f"inception-v3 {weights}", "clipscore": f"{scorer.model_name} {scorer.checkpoint_id} "
-                      "(scorer)", "alignment": "the world's CLIP-free checker"},
+        "scored_by": {"frechet": scorer_name if weights is None else f"torch-fidelity inception-v3-compat {weights}",
+                      "clipscore": scorer_name, "alignment": "the world's CLIP-free checker"},
         "frechet": {"samples": frechet(images[torch.from_numpy(fd_rows)], reference, embed, weights, batch),
                     "real_vs_real": frechet(decode_pngs(others["image"].to_pylist()), reference, embed, weights,
                                             batch),
@@ -96,10 +102,24 @@ def main(
     write_json(scorecard_out, card)
     reports = metrics_out.parent
     order = "best first by the scoring CLIP's cosine" if evaluate.rerank else "in sample order"
-    sheets = {name: [(f"{evaluate.sheet_samples} samples per prompt, {order}",
-                      samples_sheet(index[mask], images[torch.tensor(mask)], cosine[mask], evaluate.rerank,
-                                    evaluate.sheet_samples))]
-              for name, mask in sets.items()}
-    build_report(html, {"scorecard": card, **metrics}, sheets, reports / "tokenizer_recon.png",
-                 {"tokenizer": reports / "tokenizer_curves.csv", "train": reports / "train_curves.csv"})
+    samples_by_set = {name: (index[mask].drop_duplicates("prompt_index")["prompt"].tolist(),
+                             [(f"{evaluate.sheet_samples} samples per prompt, {order}",
+                               samples_sheet(index[mask], images[torch.tensor(mask)], cosine[mask], evaluate.rerank,
+                                             evaluate.sheet_samples))])
+                      for name, mask in sets.items()}
+    build_report(html, headlines(card, metrics), samples_by_set, tradeoff_chart(tradeoff),
+                 {name: reports / name for name in ("tokenizer", "clip", "scorer", "train")},
+                 reports / "tokenizer_recon.png", {"scorecard": card, **metrics},
+                 intro=f"Pseudo text {conditioning}. The generator is conditioned by the clip stage's CLIP; "
+                       "no figure here is scored by it but the gap it reports of itself.")
     typer.echo(f"evaluate: wrote {scorecard_out}, {metrics_out} and {html}")
+
+
+def tradeoff_chart(curve: Path) -> str | None:
+    """The trade-off stage's points as the report's chart, with the real-vs-real floor at its N."""
+    if not curve.is_file():
+        return None
+    summary = curve.with_suffix(".json")
+    floor = json.loads(summary.read_text())["fd_floor_real"] if summary.is_file() else None
+    return svg_tradeoff(read_tradeoff(curve), "fd_scorer_clip", "align_all", "align_low", "align_high", floor,
+                        "Frechet distance, scoring CLIP (lower is better)", "alignment, all four attributes")

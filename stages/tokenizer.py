@@ -1,12 +1,14 @@
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from pipeline.core import distributed
-from pipeline.core.atomic import atomic_file, write_csv, write_json
+from pipeline.core.atomic import atomic_file
 from pipeline.core.checksum import sha256_file
 from pipeline.core.device import use_threads
+from pipeline.core.live import TrainingLog
 from pipeline.core.params import load_params
 from pipeline.data.shards import load_images
 from pipeline.data.vectors import cache_ingest_shards
@@ -23,8 +25,8 @@ def main(
     out: Annotated[Path, typer.Option(help="The trained tokenizer.")] = Path("models/tokenizer.pt"),
     tokens: Annotated[Path, typer.Option(help="Code grid of every image (Parquet cache).")] = Path("data/tokens"),
     work: Annotated[Path, typer.Option(help="Checkpoints for resuming a killed run.")] = Path("checkpoints/tokenizer"),
-    report: Annotated[Path, typer.Option(help="Validation figures (DVC metrics).")] = Path("reports/tokenizer.json"),
-    curves: Annotated[Path, typer.Option(help="Training losses (DVC plots).")] = Path("reports/tokenizer_curves.csv"),
+    live: Annotated[Path, typer.Option(help="DVCLive log: params, losses per logged step, val figures.")] = Path(
+        "reports/tokenizer"),
     grid: Annotated[Path, typer.Option(help="Originals over reconstructions.")] = Path("reports/tokenizer_recon.png"),
 ) -> None:
     """Train the Gumbel-softmax VQGAN tokenizer and cache every image's code grid; under torchrun,
@@ -35,15 +37,15 @@ def main(
     _, train_images = load_images(ingest, "train")
     _, val_images = load_images(ingest, "val")
     with distributed.process_group(config.distributed.backend):
-        result = train_tokenizer(settings, train_images, work, val_images)
+        log = TrainingLog(live, {"tokenizer": dataclasses.asdict(settings)}) if distributed.is_main() else None
+        result = train_tokenizer(settings, train_images, work, val_images, log=log)
         model = result.model
         if distributed.is_main():
             save_vqgan(model, out)
             figures = evaluate_tokenizer(model, val_images, settings.encode_batch_size)
-            write_json(report, {**{k: round(v, 5) if isinstance(v, float) else v for k, v in figures.items()},
-                                "n_codes": settings.n_codes, "grid": model.grid, "train_images": len(train_images),
-                                "steps": settings.steps, "wall_seconds": round(result.seconds, 1)})
-            write_csv(curves, result.history, list(result.history[0]))
+            log.end({**{k: round(v, 5) if isinstance(v, float) else v for k, v in figures.items()},
+                     "n_codes": settings.n_codes, "grid": model.grid, "train_images": len(train_images),
+                     "steps": settings.steps, "wall_seconds": round(result.seconds, 1)})
             with atomic_file(grid) as tmp:
                 reconstruction_grid(model, val_images[:16]).save(tmp, format="PNG")
         distributed.barrier()  # the model file exists before every process names the cache after it

@@ -1,15 +1,16 @@
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from pipeline.core import distributed
-from pipeline.core.atomic import write_csv, write_json
 from pipeline.core.device import use_threads
+from pipeline.core.live import TrainingLog
 from pipeline.core.params import TrainParams, load_params
 from pipeline.data.vectors import read_prompt_embeddings
 from pipeline.diffusion.model import Conditioning, save_model
-from pipeline.diffusion.train import (HISTORY_COLUMNS, DiffusionRun, TrainingData, load_training_data, train_diffusion,
+from pipeline.diffusion.train import (DiffusionRun, TrainingData, load_training_data, train_diffusion,
                                       with_text_mean)
 from pipeline.diffusion.pseudo_text import setting_name
 from pipeline.diffusion.transformer import flops_per_step
@@ -25,9 +26,8 @@ def main(
         "data/prompt_embeddings.parquet"),
     out: Annotated[Path, typer.Option(help="The trained (EMA) model.")] = Path("models/diffusion.pt"),
     work: Annotated[Path, typer.Option(help="Checkpoints for resuming a killed run.")] = Path("checkpoints/train"),
-    report: Annotated[Path, typer.Option(help="Final figures (DVC metrics).")] = Path("reports/train.json"),
-    curves: Annotated[Path, typer.Option(help="Loss, lr and speed per logged step (DVC plots).")] = Path(
-        "reports/train_curves.csv"),
+    live: Annotated[Path, typer.Option(help="DVCLive log: params, loss per logged step, final figures.")] = Path(
+        "reports/train"),
 ) -> None:
     """Train the VQ-Diffusion transformer on pseudo text embeddings (no captions); under torchrun,
     data-parallel over the processes (rank 0 writes)."""
@@ -37,22 +37,23 @@ def main(
     if settings.train.pseudo_text == "c3":
         data = with_text_mean(data, read_prompt_embeddings(prompts)[1])
     with distributed.process_group(settings.distributed.backend):
-        result = train_diffusion(settings.train, data, work)
+        log = TrainingLog(live, {"train": dataclasses.asdict(settings.train)}) if distributed.is_main() else None
+        result = train_diffusion(settings.train, data, work, log)
         if distributed.is_main():
-            write_outputs(result, settings.train, data, out, report, curves)
+            save_model(out, result.model, result.config, settings.train.abar_range, settings.train.gbar_range,
+                       data.sources, Conditioning(settings.train.pseudo_text, settings.train.pseudo_scale, data.means))
+            log.end(final_figures(result, settings.train, data))
 
 
-def write_outputs(result: DiffusionRun, train: TrainParams, data: TrainingData, out: Path, report: Path,
-                  curves: Path) -> None:
-    save_model(out, result.model, result.config, train.abar_range, train.gbar_range, data.sources,
-               Conditioning(train.pseudo_text, train.pseudo_scale, data.means))
-    write_csv(curves, result.history, HISTORY_COLUMNS)
-    tail = result.history[-10:]  # a few logged batches, not one noisy one
+def final_figures(result: DiffusionRun, train: TrainParams, data: TrainingData) -> dict[str, float | str]:
+    """The run's summary beside its last logged values: losses over the last few logged batches
+    (not one noisy one), size and speed."""
+    tail = result.history[-10:]
 
     def final(key: str) -> float:
         return round(sum(row[key] for row in tail) / len(tail), 5)
 
-    write_json(report, {
+    return {
         "pseudo_text": setting_name(train.pseudo_text, train.pseudo_scale),
         "steps": result.steps,
         "images_seen": result.images_seen,
@@ -66,4 +67,4 @@ def write_outputs(result: DiffusionRun, train: TrainParams, data: TrainingData, 
         # model FLOP/s: training is about 3x the forward pass (bench/train.py sets it against the matmul peak)
         "gflop_per_second": round(3 * flops_per_step(result.config, result.images_seen) / max(result.seconds, 1e-9)
                                   / 1e9, 2),
-    })
+    }

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -10,12 +11,14 @@ import pytest
 import torch
 
 from pipeline.core.errors import UserError
+from pipeline.core.live import metric_files
 from pipeline.core.torch_files import UnsafeFileError
 from pipeline.core.training import list_checkpoints, load_latest_checkpoint
 from pipeline.data.shards import SHARD_PATTERN
 from pipeline.data.vectors import vectors_table, write_table
 from pipeline.diffusion.model import Conditioning, load_model, save_model
 from pipeline.diffusion.train import load_training_data, train_diffusion, with_text_mean
+from pipeline.evaluate.report import read_curve
 from tests.conftest import REPO, make_params
 
 TINY = {"train.depth": 1, "train.width": 32, "train.heads": 2, "train.diffusion_steps": 10, "train.steps": 120,
@@ -87,8 +90,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, params_file):
     def command(name):
         return [sys.executable, "-m", "stages", "train", "--params", str(params), "--tokens", str(root / "tokens"),
                 "--embeddings", str(root / "embeddings"), "--out", str(tmp_path / f"{name}.pt"),
-                "--work", str(tmp_path / f"work-{name}"), "--report", str(tmp_path / f"{name}.json"),
-                "--curves", str(tmp_path / f"{name}.csv")]
+                "--work", str(tmp_path / f"work-{name}"), "--live", str(tmp_path / f"live-{name}")]
 
     subprocess.run(command("clean"), check=True, capture_output=True, cwd=REPO, env=env)
     process = subprocess.Popen(command("killed"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -105,7 +107,14 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, params_file):
     resumed = torch.load(tmp_path / "killed.pt")["state_dict"]
     assert clean.keys() == resumed.keys()
     assert all(torch.equal(clean[k], resumed[k]) for k in clean)
-    assert (tmp_path / "clean.csv").read_text().splitlines()[0] == "step,loss,vlb,aux,lr,steps_per_s"
+    # the DVCLive log continues where the checkpoint left it: every logged step once, the same losses
+    curves = {name: {f.stem: read_curve(f)[1][f.stem] for f in metric_files(tmp_path / f"live-{name}")}
+              for name in ("clean", "killed")}
+    assert sorted(curves["clean"]) == ["aux", "loss", "lr", "steps_per_s", "vlb"]
+    assert [s for s, _ in curves["killed"]["loss"]] == list(range(5, 121, 5))
+    assert all(curves["killed"][k] == curves["clean"][k] for k in ("loss", "vlb", "aux", "lr"))
+    summary = json.loads((tmp_path / "live-killed" / "metrics.json").read_text())
+    assert summary["step"] == 120 and summary["steps"] == 120 and summary["final_loss"] > 0
 
 
 def test_changed_settings_do_not_resume_old_checkpoints(tmp_path):

@@ -57,7 +57,7 @@ def file_deps(section: str) -> set[str]:
         kind = field.metadata.get("file")
         if kind == "input":
             wanted.add(f"${{{section}.{field.name}}}")
-        elif kind in ("weights", "weights_or_tag"):
+        elif kind in ("weights", "weights_or_tag", "weights_or_auto"):
             wanted.add(WEIGHTS_DIR)
     return wanted
 

@@ -11,7 +11,7 @@ from tests.import_graph import closure, imported_files
 
 TRAINING = {REPO / "pipeline" / p for p in ("core/training.py", "tokenizer/train.py", "tokenizer/losses.py",
                                             "clip/train.py", "diffusion/train.py")}
-INFERENCE = [REPO / "stages" / f"{name}.py" for name in ("sample", "evaluate", "generate")]
+INFERENCE = [REPO / "stages" / f"{name}.py" for name in ("sample", "tradeoff", "evaluate", "generate")]
 MODELS = [REPO / "pipeline" / p for p in ("tokenizer/model.py", "diffusion/transformer.py", "diffusion/model.py",
                                           "clip/encoder.py")]
 FORBIDDEN_IN_MODELS = {REPO / "pipeline/core/params.py", REPO / "pipeline/core/distributed.py"}

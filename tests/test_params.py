@@ -99,5 +99,13 @@ def test_weights_files_outside_the_weights_folder_are_refused(key):
     parse_params(with_overrides(default_raw_params(), {key: "weights/file.pt"}))
 
 
+def test_inception_weights_auto_is_the_only_word():
+    assert parse_params(with_overrides(default_raw_params(), {"evaluate.inception_weights": "auto"})
+                        ).evaluate.inception_weights == "auto"
+    message = errors_for({"evaluate.inception_weights": "download"})
+    assert "evaluate.inception_weights = 'download': auto, null or a local weights file" in message
+    assert "tokenizer.perceptual_weights = 'auto'" in errors_for({"tokenizer.perceptual_weights": "auto"})
+
+
 def test_a_clip_tag_is_not_a_file():
     assert parse_params(with_overrides(default_raw_params(), {"clip.pretrained": "openai"})).clip.pretrained == "openai"

@@ -1,5 +1,6 @@
 """`dvc repro` of the whole pipeline in a temporary copy of the repo, on a micro config."""
 
+import json
 import os
 import re
 import shutil
@@ -26,6 +27,9 @@ MICRO = {
     "train.t_min_count": 2,
     "sample.samples_per_prompt": 2, "sample.steps": 5, "sample.full_steps_prompts": 2,
     "evaluate.fd_images": 10, "evaluate.checker_images": 50, "evaluate.batch_size": 32,
+    "evaluate.inception_weights": None,  # the CLIP-space distances online too: no Inception on CPU here
+    "tradeoff.guidance": [1.0, 2.0], "tradeoff.truncation": [1.0], "tradeoff.samples_per_prompt": 1,
+    "tradeoff.fd_images": 10,
 }
 
 LOG_INTERVAL = 600  # seconds between progress lines in a log: longer than any bar here lasts
@@ -92,8 +96,19 @@ def test_repro_runs_every_stage_then_is_up_to_date(workdir):
             "fd_floor_real", "fd_floor_recon", "checker_acc_fresh", "checker_acc_recon"} <= set(card)
     assert card["pseudo_text"] == "c3-0.5" and card["fd_n"] == MICRO["evaluate.fd_images"]
     assert (root / "reports/index.html").stat().st_size > 1000
-    for report in ("tokenizer", "clip", "scorer", "train", "sample"):
+    curve = (root / "reports/tradeoff.csv").read_text().splitlines()
+    assert curve[0] == "sweep,guidance,truncation,align_all,align_low,align_high,fd_scorer_clip,n"
+    assert [line.split(",")[:3] for line in curve[1:]] == [["guidance", "1.0", "0.9"], ["guidance", "2.0", "0.9"],
+                                                           ["truncation", "2.0", "1.0"]]
+    tradeoff = yaml.safe_load((root / "reports/tradeoff.json").read_text())
+    assert tradeoff["fd_n"] == 10 and "(scorer)" in tradeoff["scored_by"]["frechet"]
+    for report in ("clip", "scorer", "sample"):
         assert yaml.safe_load((root / f"reports/{report}.json").read_text()), report
+    for log in ("tokenizer", "clip", "scorer", "train"):  # the DVCLive logs
+        summary = yaml.safe_load((root / f"reports/{log}/metrics.json").read_text())
+        assert summary["step"] > 0 and (root / f"reports/{log}/plots/metrics/loss.tsv").is_file(), log
+    page = (root / "reports/index.html").read_text()
+    assert page.index('id="scorecard"') < page.index("<img") < page.index('id="tradeoff"')
     again = sh(["dvc", "repro"], root, env)
     assert stages_run(again) == set()
     assert "up to date" in again
@@ -121,7 +136,8 @@ def test_a_tokenizer_param_reruns_only_the_tokenizer_and_downstream(workdir):
     root, env = workdir
     sh(["dvc", "repro"], root, env)
     set_param(root, "tokenizer.optim.lr", 3.0e-4)
-    assert stages_run(sh(["dvc", "repro"], root, env)) == {"tokenizer", "train", "sample", "evaluate"}
+    assert stages_run(sh(["dvc", "repro"], root, env)) == {"tokenizer", "train", "sample", "tradeoff",
+                                                          "evaluate"}
 
 
 def test_an_ingest_param_leaves_the_shapes_world_alone(workdir):
@@ -138,7 +154,7 @@ def test_code_and_weights_changes_rerun_the_stages_that_use_them(workdir):
     with open(root / "pipeline/diffusion/process.py", "a") as handle:  # the sampler's maths lives here too
         handle.write("\n# edited\n")
     output = sh(["dvc", "repro"], root, env)
-    assert stages_run(output) == {"train", "sample", "evaluate"}
+    assert stages_run(output) == {"train", "sample", "tradeoff", "evaluate"}
     assert f"train: resuming from step {MICRO['train.steps']}" in output  # finished: reloaded, not retrained
     (root / "weights/vgg16.pt").write_bytes(b"a user's weights file")
     assert stages_run(sh(["dvc", "repro"], root, env)) >= {"tokenizer", "clip", "scorer", "embed", "evaluate"}
@@ -159,3 +175,23 @@ def test_the_ablation_command_scores_every_setting_and_keeps_finished_ones(workd
     rescored = sh(["t2i", "ablation", "--steps", "10", "--samples", "2"], root, env)
     assert rescored.count("kept") == 5 and "ablation: evaluate" in rescored
     assert "ablation: sample" not in rescored and "ablation: train" not in rescored
+
+
+def test_an_experiment_shows_its_training_live_in_dvc_exp_show_and_plots(workdir):
+    """Last here: it leaves the workspace at the experiment's params."""
+    root, env = workdir
+    sh(["dvc", "repro"], root, env)
+    sh(["git", "add", "-A"], root, env)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline"], root, env)
+    output = sh(["dvc", "exp", "run", "-S", "train.steps=30"], root, env)
+    assert stages_run(output) == {"train", "sample", "tradeoff", "evaluate"}
+    shown = json.loads(sh(["dvc", "exp", "show", "--json", "--no-fetch"], root, env))
+    runs = [exp for baseline in shown for exp in [baseline, *(baseline.get("experiments") or [])]]
+    steps = {run["rev"]: run["data"]["metrics"]["reports/train/metrics.json"]["data"]["step"]
+             for exp in runs for run in exp.get("revs", [exp]) if run.get("data")}
+    assert sorted(steps.values()) == [MICRO["train.steps"], 30, 30]  # the baseline, the experiment, the workspace
+    plots = json.loads(sh(["dvc", "plots", "show", "--json"], root, env))["data"]
+    loss = plots["reports/train/plots/metrics/loss.tsv"]
+    points = [row for plot in loss for row in plot["content"]["data"]["values"]]
+    assert [int(row["step"]) for row in points] == list(range(5, 31, 5))  # the training steps, each once
+    assert "reports/tradeoff.csv" in plots and "reports/tokenizer/plots/metrics/val_psnr.tsv" in plots

@@ -1,7 +1,5 @@
 import base64
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -9,10 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.evaluate.report import build_report, flatten, read_curve
+from pipeline.core.live import TrainingLog
+from pipeline.evaluate.report import build_report, flatten, read_curve, svg_tradeoff
+from pipeline.evaluate.scorecard import Headline
+from tests.browser import NO_NETWORK, chromium, needs_chromium
 
+SCORECARD_HEADER = (0xDB, 0xE9, 0xF6)  # report.CSS: table#scorecard th
 VOID = {"meta", "img", "br", "hr", "link", "input"}
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 METRICS = {"fid": {"fd_clip": 1.234567, "n_generated": 960, "reference_split": "val"},
            "alignment": {"shape": 0.5, "by_wording": {"new": {"all": 0.25}}}}
 
@@ -43,16 +44,35 @@ def png(path: Path, seed: int, size=(48, 32)) -> Path:
     return path
 
 
+HEADLINES = [Headline("alignment, seen prompts, all four", "0.90", "[0.88, 0.92]", "random real 0.007",
+                      ">= 0.75 (shape)", True, "CLIP-free checker"),
+             Headline("alignment, held-out pairs, all four", "0.24", "[0.22, 0.27]", "random real 0.000", ">= 0.5",
+                      False, "CLIP-free checker"),
+             Headline("Frechet distance", "0.0106", "-", "real vs real 0.0011", "", None, "scorer CLIP")]
+TRADEOFF = [{"sweep": "guidance", "guidance": g, "truncation": 0.9, "align_all": a, "align_low": a - 0.05,
+             "align_high": a + 0.05, "fd": f} for g, a, f in [(1, 0.5, 0.02), (2, 0.8, 0.01), (5, 0.85, 0.03)]]
+TRADEOFF += [{"sweep": "truncation", "guidance": 2, "truncation": r, "align_all": a, "align_low": a - 0.05,
+              "align_high": a + 0.05, "fd": f} for r, a, f in [(0.8, 0.82, 0.015), (1.0, 0.7, 0.012)]]
+
+
 @pytest.fixture
 def report(tmp_path):
     sheets = [png(tmp_path / "prompt_000.png", 0), png(tmp_path / "prompt_001.png", 1)]
     grid = png(tmp_path / "recon.png", 2, (70, 200))
     (tmp_path / "tokenizer.csv").write_text("step,loss,psnr\n0,5.0,\n100,0.5,20.5\n200,0.004,24.0\nbad,1,1\n")
-    (tmp_path / "diffusion.tsv").write_text("step\tloss\n" + "".join(f"{i}\t{3 - i / 1000}\n" for i in range(2500)))
+    log = TrainingLog(tmp_path / "live-train", {"train": {"steps": 2500}})  # a DVCLive log, as the train stage's
+    log.begin(0, [])
+    for i in range(0, 2500, 5):
+        log.row({"step": i, "loss": 3 - i / 1000})
+    log.end()
     out = tmp_path / "reports" / "index.html"
-    page = build_report(out, METRICS, {"shapes": sheets + [tmp_path / "gone.png"], "faces": []}, grid,
-                        {"tokenizer": tmp_path / "tokenizer.csv", "diffusion": tmp_path / "diffusion.tsv",
-                         "clip": tmp_path / "absent.tsv"})
+    samples = {"seen": (["a red circle", "a blue square"], [("2 samples per prompt", sheets[0].read_bytes())]),
+               "held-out": (["a green circle"], [("best first", sheets[1].read_bytes())]), "partial": (["a red"], [])}
+    chart = svg_tradeoff(TRADEOFF, "fd", "align_all", "align_low", "align_high", 0.001, "Frechet distance",
+                         "alignment")
+    page = build_report(out, HEADLINES, samples, chart,
+                        {"tokenizer": tmp_path / "tokenizer.csv", "train": tmp_path / "live-train",
+                         "clip": tmp_path / "absent"}, grid, METRICS, intro="Scored by the scorer CLIP.")
     return out, page, sheets + [grid]
 
 
@@ -70,20 +90,28 @@ def test_page_is_self_contained_html(report):
     assert not list(out.parent.glob(".*tmp*"))  # written atomically, nothing left beside it
 
 
-def test_page_holds_metrics_charts_and_notes(report):
+def test_page_reads_like_a_results_section(report):
     _, page, _ = report
-    for key, value in [("fid.fd_clip", "1.235"), ("fid.n_generated", "960"), ("fid.reference_split", "val"),
-                       ("alignment.by_wording.new.all", "0.25")]:
-        assert re.search(rf"<td>{re.escape(key)}</td><td class=\"value\">{re.escape(value)}</td>", page)
-    assert page.count("<svg") == 3  # tokenizer loss + psnr, diffusion loss
+    sections = re.findall(r"<h2>([^<]*)</h2>", page)
+    assert sections == ["Scorecard", "Samples", "Trade-off: alignment against Frechet distance", "Training curves",
+                        "Tokenizer reconstructions"]
+    assert page.index('id="scorecard"') < page.index("<img") < page.index('id="tradeoff"') < page.index('id="metrics"')
+    assert re.search(r'<td class="missed">&gt;= 0.5 \(missed\)</td>', page)
+    assert re.search(r'<td class="met">&gt;= 0.75 \(shape\) \(met\)</td>', page)
+    assert "<li>a green circle</li>" in page
+    assert page.count('<circle') == 5 and page.count("<polyline") >= 2  # the sweep's points and lines
+    full_table = page[page.index("<details><summary>Every metric"):]
+    for key, value in [("fid.fd_clip", "1.235"), ("fid.n_generated", "960"), ("alignment.by_wording.new.all", "0.25")]:
+        assert re.search(rf"<td>{re.escape(key)}</td><td class=\"value\">{re.escape(value)}</td>", full_table)
+    assert page.count('<svg class="chart"') == 4  # trade-off, tokenizer loss + psnr, the DVCLive log's loss
     assert "loss (log scale)" in page
-    for missing in ("gone.png", "absent.tsv", "no sheets in this set"):
+    for missing in ("absent", "no sheets in this set"):
         assert re.search(rf'class="note">[^<]*{re.escape(missing)}', page)
 
 
 def test_missing_everything_still_writes_a_page(tmp_path):
-    page = build_report(tmp_path / "index.html", {}, {}, None, {})
-    assert page.count('class="note"') == 4 and (tmp_path / "index.html").is_file()
+    page = build_report(tmp_path / "index.html", [], {}, None, {}, None, {})
+    assert page.count('class="note"') == 6 and (tmp_path / "index.html").is_file()
 
 
 def test_flatten_and_read_curve(tmp_path):
@@ -94,22 +122,19 @@ def test_flatten_and_read_curve(tmp_path):
     assert step == "epoch" and series == {"acc": [(1.0, 0.5), (3.0, 0.7)]}
 
 
-def chromium(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)")
-def test_chromium_renders_the_page(report, tmp_path):
+@needs_chromium
+def test_chromium_shows_the_scorecard_first(report, tmp_path):
     out, _, _ = report
-    dom = chromium("--dump-dom", out.as_uri(), tmp_path=tmp_path)
+    dom = chromium(*NO_NETWORK, "--dump-dom", out.as_uri(), tmp_path=tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'id="metrics"' in dom.stdout and "fid.fd_clip" in dom.stdout and "<svg" in dom.stdout
+    assert 'id="scorecard"' in dom.stdout and 'id="tradeoff"' in dom.stdout and "fid.fd_clip" in dom.stdout
     shot = tmp_path / "shot.png"
-    result = chromium("--window-size=1000,1400", f"--screenshot={shot}", out.as_uri(), tmp_path=tmp_path)
+    result = chromium(*NO_NETWORK, "--window-size=1000,700", f"--screenshot={shot}", out.as_uri(),
+                      tmp_path=tmp_path)
     assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
-    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
-    assert pixels.shape[:2] == (1400, 1000)
-    assert (pixels < 250).any(axis=2).mean() > 0.05  # text, tables and images drawn, not a blank page
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+    assert pixels.shape[:2] == (700, 1000)
+    header = (np.abs(pixels - SCORECARD_HEADER).sum(axis=2) <= 6)  # the scorecard's header cells
+    assert header.sum() > 2000, "no scorecard on the first screen"
+    vivid = (pixels.max(axis=2) - pixels.min(axis=2) > 150).sum(axis=1) > 20  # rows of the (random) sample images
+    assert vivid.any() and np.flatnonzero(vivid)[0] > np.flatnonzero(header.any(axis=1))[-1]  # samples below it

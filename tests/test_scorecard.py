@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.evaluate.scorecard import scorecard
+from pipeline.evaluate.scorecard import headlines, scorecard
 from stages.ablation import ablation_markdown
 
 
@@ -13,13 +13,14 @@ def alignment_block(value: float) -> dict:
 
 
 METRICS = {
-    "frechet": {name: {"fd_clip": value, "n_generated": 1000}
+    "frechet": {name: {"fd_clip": value, "kd_clip_mean": value / 10, "kd_clip_std": 0.001, "n_generated": 1000}
                 for name, value in (("samples", 0.3), ("real_vs_real", 0.01), ("reconstructions", 0.05),
                                     ("scrambled_token_baseline", 0.9))},
     "clipscore": {"clipscore_hessel_mean": 1.0, "clipscore_hessel_best_of_n": 1.2},
     "alignment": {"seen": alignment_block(0.8), "heldout": alignment_block(0.5),
                   "new_wording": alignment_block(0.7),
-                  "partial": {"generated": {"named_all": 0.85, "named_all_ci95": [0.8, 0.9]}}},
+                  "partial": {"generated": {"named_all": 0.85, "named_all_ci95": [0.8, 0.9]},
+                              "random_real_floor": {"named_all": 0.16}}},
     "checker": {"fresh_renders": {"all": 0.99}, "reconstructions": {"all": 0.95}},
 }
 CLIP = {"gap": {"matched_cosine": 0.4, "centroid_distance": 0.9}}
@@ -29,12 +30,27 @@ def test_scorecard_has_the_issues_flat_keys():
     card = scorecard(METRICS, CLIP, "c3-0.5")
     wanted = {f"align_{s}_{a}" for s in ("seen", "heldout") for a in ("colour", "shape", "size", "position", "all")}
     wanted |= {"align_new_wording_all", "align_partial_named", "ci95_align_seen_all", "ci95_align_heldout_all",
-               "clip_matched_cosine", "clip_centroid_distance", "fd_eval_clip", "fd_floor_real", "fd_floor_recon",
-               "checker_acc_fresh", "checker_acc_recon", "pseudo_text"}
+               "clip_matched_cosine", "clip_centroid_distance", "fd_eval_clip", "kd_eval_clip", "kd_eval_clip_std",
+               "fd_floor_real", "fd_floor_recon", "checker_acc_fresh", "checker_acc_recon", "pseudo_text"}
     assert wanted <= set(card)
     assert all(not isinstance(v, (dict, list)) for v in card.values())
     assert card["ci95_align_seen_all"] == pytest.approx(0.03) and card["fd_floor_recon"] == 0.05
     assert card["pseudo_text"] == "c3-0.5" and card["align_partial_named"] == 0.85
+
+
+def test_scorecard_names_fid_and_kid_only_when_inception_scored_them():
+    frechet = {name: {"fid_inception": value, "kid_inception_mean": value / 10, "kid_inception_std": 0.001,
+                      "n_generated": 1000} for name, value in (("samples", 30.0), ("real_vs_real", 1.0),
+                                                               ("reconstructions", 5.0),
+                                                               ("scrambled_token_baseline", 90.0))}
+    scored_by = {"frechet": "torch-fidelity inception-v3-compat weights/inception.pth", "clipscore": "scorer"}
+    card = scorecard({**METRICS, "frechet": frechet, "scored_by": scored_by}, CLIP, "c3-0.5")
+    assert (card["fid_inception_eval"], card["kid_inception_eval"], card["kid_inception_eval_std"]) == (30.0, 3.0,
+                                                                                                         0.001)
+    assert card["fd_floor_real"] == 1.0 and card["scored_by_frechet"].startswith("torch-fidelity inception")
+    assert not any(key.startswith(("fd_eval", "kd_eval")) for key in card)
+    clip_card = scorecard(METRICS, CLIP, "c3-0.5")
+    assert not any(key.startswith(("fid", "kid")) for key in clip_card) and clip_card["kd_eval_clip"] == 0.03
 
 
 def test_scorecard_leaves_out_what_a_run_did_not_measure():
@@ -50,3 +66,19 @@ def test_ablation_table_says_its_steps_and_the_gain_over_none():
     table = ablation_markdown(cards, steps=1000, samples=16)
     assert "`t2i ablation --steps 1000 --samples 16`" in table and "16 images per evaluation prompt" in table
     assert "| c3-0.5 | 0.950 +- 0.030 |" in table and "+0.150 |" in table
+
+
+def test_headlines_carry_interval_floor_target_and_scorer():
+    metrics = {**METRICS, "scored_by": {"frechet": "tiny sha256:ab (scorer)", "clipscore": "tiny sha256:ab (scorer)"}}
+    rows = {row.figure: row for row in headlines(scorecard(metrics, CLIP, "c3-0.5"), metrics)}
+    seen = rows["alignment, seen prompts (all four attributes)"]
+    assert (seen.value, seen.interval, seen.floor) == ("0.80 (shape 0.80)", "[0.78, 0.84]", "random real images 0.006")
+    assert seen.met is False  # colour 0.8 < 0.9
+    heldout = rows["alignment, held-out pairs (all four)"]
+    assert (heldout.target, heldout.met, heldout.scored_by) == (">= 0.5", True, "CLIP-free checker")
+    assert rows["alignment, new wordings (all four)"].met is None
+    partial = rows["alignment, partial prompts (named attributes)"]
+    assert (partial.value, partial.floor, partial.met) == ("0.85", "random real images 0.160", True)
+    frechet = rows["Frechet distance, scoring CLIP's space, N = 1000"]
+    assert frechet.scored_by == "tiny sha256:ab (scorer)" and "real vs real 0.01" in frechet.floor
+    assert rows["conditioning CLIP's gap: matched cosine / centroid distance"].met is True

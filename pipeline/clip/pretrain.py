@@ -8,6 +8,7 @@ generator learned to please.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from pipeline.clip.weights import TRAINED_CLIP
 from pipeline.core.atomic import atomic_dir, write_json
 from pipeline.core.checksum import sha256_file
 from pipeline.core.errors import UserError
+from pipeline.core.live import TrainingLog
 from pipeline.core.params import ClipParams
 from pipeline.worlds.base import World
 from pipeline.worlds.registry import WORLDS
@@ -35,14 +37,18 @@ def renderable_world(name: str, key: str) -> World:
     return world
 
 
-def pretrain_clip(params: ClipParams, section: str, out: Path, report: Path) -> dict:
-    """Train (or note the pretrained) CLIP of params section ``section`` into ``out`` and write
-    its figures to ``report``: retrieval, the modality gap and zero-shot accuracy on the
-    ``eval_images`` renders that follow its training renders in the same stream."""
+def pretrain_clip(params: ClipParams, section: str, out: Path, report: Path, live: Path) -> dict:
+    """Train (or note the pretrained) CLIP of params section ``section`` into ``out``, logging the
+    training to the DVCLive folder ``live``, and write its figures to ``report``: retrieval, the
+    modality gap and zero-shot accuracy on the ``eval_images`` renders that follow its training
+    renders in the same stream."""
+    log = TrainingLog(live, {section: dataclasses.asdict(params)})
     with atomic_dir(out) as tmp:
         if params.pretrained is not None:
             (tmp / "PRETRAINED").write_text(f"{params.model} {params.pretrained}\n")
             figures = {"model": params.model, "pretrained": params.pretrained, "trained_here": False}
+            log.begin(0, [])
+            log.end()
             write_json(report, figures)
             return figures
         train = params.train
@@ -50,7 +56,7 @@ def pretrain_clip(params: ClipParams, section: str, out: Path, report: Path) -> 
         size = ClipEncoder.input_size(params.model)
         images, attributes = world.render(train.render_seed, 0, train.images, size)
         started = time.perf_counter()
-        model, losses = train_clip(params.model, torch.from_numpy(images), attributes, world, train, params.device)
+        model, losses = train_clip(params.model, torch.from_numpy(images), attributes, world, train, params.device, log)
         seconds = time.perf_counter() - started
         save_clip(model, tmp / TRAINED_CLIP)
         encoder = ClipEncoder(model, params.model, sha256_file(tmp / TRAINED_CLIP), params.batch_size)
@@ -60,5 +66,6 @@ def pretrain_clip(params: ClipParams, section: str, out: Path, report: Path) -> 
     figures |= {"role": section, "trained_here": True, "world": world.name, "render_seed": train.render_seed,
                 "train_images": train.images, "eval_images": params.eval_images, "steps": train.steps,
                 "wall_seconds": round(seconds, 1), "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4)}
+    log.end({key: figures[key] for key in ("wall_seconds", "final_loss")})
     write_json(report, figures)
     return figures

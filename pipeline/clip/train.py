@@ -28,6 +28,7 @@ from tqdm import tqdm
 from pipeline.clip.encoder import ClipEncoder, ImageInput, preprocess_images
 from pipeline.core.atomic import atomic_file
 from pipeline.core.device import autocast, resolve_device
+from pipeline.core.live import TrainingLog
 from pipeline.core.params import ClipTrainParams
 from pipeline.core.rng import seed_everything
 from pipeline.core.training import clip_gradients, lr_at, make_adamw, set_lr
@@ -74,9 +75,11 @@ def multi_positive_loss(image_features: torch.Tensor, text_features: torch.Tenso
 
 
 def train_clip(model_name: str, images: torch.Tensor, attributes: Sequence[Attributes], world: World,
-               params: ClipTrainParams, device: str = "auto") -> tuple[torch.nn.Module, list[float]]:
+               params: ClipTrainParams, device: str = "auto",
+               log: TrainingLog | None = None) -> tuple[torch.nn.Module, list[float]]:
     """Train ``model_name`` from random init on uint8 ``images`` (N, 3, H, W) labelled with the
-    ``world``'s attributes; return the model (eval mode) and the loss per step.
+    ``world``'s attributes; return the model (eval mode) and the loss per step, each step also
+    logged to ``log`` with its learning rate and temperature.
 
     Captions are written per step from the attributes (module docstring). All images are
     preprocessed once and kept in memory.
@@ -99,6 +102,8 @@ def train_clip(model_name: str, images: torch.Tensor, attributes: Sequence[Attri
 
     model.train()
     losses = []
+    if log is not None:
+        log.begin(0, [])
     for step in (bar := tqdm(range(params.steps), desc="clip", unit="step")):
         index = _one_per_combination(groups, params.batch_size, rng)
         named = [_caption_attributes(attributes[i], params.partial_p, rng) for i in index]
@@ -118,6 +123,9 @@ def train_clip(model_name: str, images: torch.Tensor, attributes: Sequence[Attri
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))  # open_clip's cap on the temperature
         losses.append(loss.item())
+        if log is not None:
+            log.row({"step": step + 1, "loss": losses[-1], "lr": optimizer.param_groups[0]["lr"],
+                     "logit_scale": model.logit_scale.exp().item()})
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     return model.eval(), losses
 

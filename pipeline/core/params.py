@@ -28,7 +28,7 @@ import yaml
 from pipeline.core.errors import ParamsError
 
 WEIGHTS_DIR = "weights"
-UserFile = Literal["input", "weights", "weights_or_tag"]
+UserFile = Literal["input", "weights", "weights_or_tag", "weights_or_auto"]
 
 
 def rule(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
@@ -39,14 +39,18 @@ def rule(*, ge: float | None = None, gt: float | None = None, le: float | None =
 
 
 def _weights_location_error(value: str, kind: UserFile) -> str | None:
-    """None when ``value`` is a file under weights/ (or, for weights_or_tag, a tag like 'openai')."""
+    """None when ``value`` is a file under weights/ (or, for weights_or_tag, a tag like 'openai';
+    for weights_or_auto, 'auto')."""
     if kind == "weights_or_tag" and not re.search(r"[/\\.]", value):
+        return None
+    if kind == "weights_or_auto" and value == "auto":
         return None
     path = PurePosixPath(value.replace("\\", "/"))
     if not path.is_absolute() and path.parts[:1] == (WEIGHTS_DIR,) and ".." not in path.parts:
         return None
-    return (f"a local weights file must be inside {WEIGHTS_DIR}/, the folder DVC tracks for the stages that read it "
-            f"(so replacing the file reruns them): copy or link it there, e.g. "
+    other = "auto, null or " if kind == "weights_or_auto" else ""
+    return (f"{other}a local weights file must be inside {WEIGHTS_DIR}/, the folder DVC tracks for the stages "
+            f"that read it (so replacing the file reruns them): copy or link it there, e.g. "
             f"ln -s {os.path.abspath(value)} {WEIGHTS_DIR}/ and set the key to {WEIGHTS_DIR}/{path.name}")
 
 
@@ -210,12 +214,29 @@ class SampleParams:
 
 
 @dataclass(frozen=True)
+class TradeoffParams:
+    """Alignment against Frechet distance over guidance and truncation, with the sample stage's sampler."""
+    guidance: list[float] = rule(ge=0, help="classifier-free guidance scales, each at sample.truncation")
+    truncation: list[float] = rule(gt=0, le=1, help="truncations, each at sample.guidance")
+    prompt_set: Literal["seen", "heldout", "new_wording"] = rule(help="prompts naming every attribute (a prompts "
+                                                                      "file without sets is used whole)")
+    samples_per_prompt: int = rule(ge=1)
+    fd_images: int | None = rule(ge=2, help="N of each point's Frechet distance and of its floor; null = every "
+                                            "sample of a point (the val split needs 2 N images)")
+    seed: int = rule(ge=0)
+    device: Device = rule()
+    threads: int = rule(ge=0, help=THREADS_HELP)
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     """Frechet distance, CLIPScore and the CLIP-free text-alignment check."""
     fd_images: int = rule(ge=2, help="N of every Frechet distance: generated, reference and each floor "
                                      "(the val split needs 2 N images)")
-    inception_weights: str | None = rule(help="Inception file in weights/ -> FID; null -> Frechet in the scoring "
-                                              "CLIP's space", file="weights")
+    inception_weights: str | None = rule(help="auto: torch-fidelity's Inception weights (downloaded; offline, the "
+                                              "scoring CLIP's distances); a file in weights/ -> FID and KID; null -> "
+                                              "Frechet and kernel distances in the scoring CLIP's space",
+                                         file="weights_or_auto")
     checker_images: int = rule(ge=1)
     checker_seed: int = rule(ge=0)
     batch_size: int = rule(ge=1)
@@ -240,6 +261,7 @@ class Params:
     embed: EmbedParams
     train: TrainParams
     sample: SampleParams
+    tradeoff: TradeoffParams
     evaluate: EvaluateParams
     distributed: DistributedParams
 
@@ -312,7 +334,7 @@ class _Validator:
             return value
         if tp is float:
             value = float(value)
-        if tp is str and meta.get("file") in ("weights", "weights_or_tag"):
+        if tp is str and meta.get("file") in ("weights", "weights_or_tag", "weights_or_auto"):
             problem = _weights_location_error(value, meta["file"])
             if problem:
                 self.fail(key, value, problem)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from pipeline.core import distributed
 from pipeline.core.device import autocast, resolve_device
 from pipeline.core.errors import UserError
+from pipeline.core.live import TrainingLog
 from pipeline.core.params import TrainParams
 from pipeline.core.rng import seed_everything, step_generator
 from pipeline.core.training import (
@@ -40,8 +41,6 @@ from pipeline.diffusion.model import noise_schedule
 from pipeline.diffusion.process import Losses, Schedule, TimestepSampler, denoising_loss, q_sample
 from pipeline.diffusion.pseudo_text import ConditionMeans, pseudo_text
 from pipeline.diffusion.transformer import Transformer, TransformerConfig
-
-HISTORY_COLUMNS = ("step", "loss", "vlb", "aux", "lr", "steps_per_s")
 
 
 @dataclass
@@ -164,8 +163,10 @@ def train_step(trainer: Trainer, loader: Prefetcher, step: int, params: TrainPar
     return losses, vb
 
 
-def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> DiffusionRun:
-    """Train for ``params.steps``, checkpointing into ``work_dir`` and resuming from it.
+def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path,
+                    log: TrainingLog | None = None) -> DiffusionRun:
+    """Train for ``params.steps``, checkpointing into ``work_dir`` and resuming from it; each
+    logged row also goes to ``log`` (rank 0's DVCLive log), resumed with the checkpoint.
 
     Under torchrun every process calls this with the same arguments and rank 0 writes the
     checkpoints (see train_step and pipeline/core/distributed.py).
@@ -177,6 +178,8 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> 
     state = resume_state(work_dir, key, "train")
     trainer = build_trainer(params, config, device, data.means, state)
     start, history, seconds = (0, [], 0.0) if state is None else (state["step"], state["history"], state["seconds"])
+    if log is not None:
+        log.begin(start, history)
     loader = Prefetcher([data.codes, data.embeddings],
                         lambda step: batch_indices(len(data.codes), params.batch_size, step, params.seed), device)
     progress = tqdm(range(start, params.steps), initial=start, total=params.steps, desc="train", unit="step",
@@ -193,6 +196,8 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path) -> 
                    "lr": trainer.optimizer.param_groups[0]["lr"],
                    "steps_per_s": (done - tick_step) / max(now - tick, 1e-9)}
             history.append(row)
+            if log is not None:
+                log.row(row)
             progress.set_postfix(loss=f"{row['loss']:.3f}", vlb=f"{row['vlb']:.3f}", refresh=False)
             tick, tick_step = now, done
         if (done % params.checkpoint_every == 0 or done == params.steps) and distributed.is_main():

@@ -1,13 +1,16 @@
-"""Image metrics: Fréchet distances and CLIPScore (text alignment: evaluate/alignment.py).
+"""Image metrics: Fréchet and kernel distances, and CLIPScore (text alignment: evaluate/alignment.py).
 
-Every number says what it is: ``fid_inception`` only when the Inception-v3 weights were
-really used, ``fd_<space>`` (e.g. ``fd_clip``) for the same distance in another feature
-space, and CLIPScore names its convention (raw cosine, or Hessel et al.'s 2.5 * max(cos, 0)).
-Fréchet results carry their sample counts and reference split, as the protocol asks.
+Every number says what it is: ``fid_inception`` and ``kid_inception_*`` only when the
+Inception-v3 weights were really used, ``fd_<space>`` and ``kd_<space>_*`` (e.g. ``fd_clip``)
+for the same distances in another feature space, and CLIPScore names its convention (raw
+cosine, or Hessel et al.'s 2.5 * max(cos, 0)). Distance results carry their sample counts and
+reference split, as the protocol asks.
 """
 
 from __future__ import annotations
 
+import shutil
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,9 +20,11 @@ import torch
 import torch_fidelity
 from PIL import Image
 from torch.utils.data import Dataset
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from pipeline.core.errors import UserError
+from pipeline.core.atomic import atomic_file
+from pipeline.core.checksum import sha256_file
 from pipeline.core.images import as_uint8_nchw
 from pipeline.core.torch_files import load_tensors
 
@@ -27,9 +32,11 @@ ImageSet = np.ndarray | torch.Tensor | Sequence[Image.Image] | str | Path
 EMBEDDING_EXTRACTOR = "t2i-embedding"
 EMBEDDING_FEATURE = "embedding"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+KID_SUBSET_SIZE = 1000  # torch-fidelity's default; smaller sets use all their images per subset
+INCEPTION_SHA256_PREFIX = "6726825d"  # in the file's name, as torch.hub checks it
 
 
-# ------------------------------------------------------------------ Fréchet, by torch-fidelity
+# ------------------------------------------------------ Fréchet and kernel distances, by torch-fidelity
 
 
 class UInt8Images(Dataset):
@@ -91,49 +98,75 @@ class EmbeddingExtractor(torch_fidelity.FeatureExtractorBase):
                 .float().flatten(1),)
 
 
-def _fidelity_frechet(generated: ImageSet, reference: ImageSet, device: torch.device | str, batch_size: int,
-                      **options) -> tuple[float, int, int]:
-    """torch-fidelity's Fréchet distance of two in-memory image sets: no caching under the
-    torch home, no loader workers, no network unless the extractor itself needs it."""
+def _fidelity_distances(generated: ImageSet, reference: ImageSet, device: torch.device | str, batch_size: int,
+                        layer: str, **options) -> tuple[tuple[float, float, float], int, int]:
+    """torch-fidelity's Fréchet distance and kernel distance (mean, std over subsets) of two
+    in-memory image sets, from one pass of features: no caching under the torch home, no
+    loader workers, no network unless the extractor itself needs it."""
     first, second = UInt8Images(generated), UInt8Images(reference)
     if len(first) < 2 or len(second) < 2:
         raise ValueError(f"a Fréchet distance needs >= 2 images per set, got {len(first)} and {len(second)}")
     result = torch_fidelity.calculate_metrics(
-        input1=first, input2=second, fid=True, cuda=torch.device(device).type == "cuda", batch_size=batch_size,
-        cache=False, save_cpu_ram=True, verbose=False, **options)
-    return float(result[torch_fidelity.KEY_METRIC_FID]), len(first), len(second)
+        input1=first, input2=second, fid=True, kid=True, feature_layer_fid=layer, feature_layer_kid=layer,
+        kid_subset_size=min(KID_SUBSET_SIZE, len(first), len(second)), cuda=torch.device(device).type == "cuda",
+        batch_size=batch_size, cache=False, save_cpu_ram=True, verbose=False, **options)
+    values = (result[torch_fidelity.KEY_METRIC_FID], result[torch_fidelity.KEY_METRIC_KID_MEAN],
+              result[torch_fidelity.KEY_METRIC_KID_STD])
+    return tuple(float(v) for v in values), len(first), len(second)
+
+
+def inception_weights_cache() -> Path:
+    """Where torch-fidelity keeps its Inception-v3 weights once downloaded (torch hub's
+    checkpoints folder): fetching to the same name there lets either find the other's copy."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / URL_INCEPTION_V3.rsplit("/", 1)[-1]
+
+
+def fetch_inception_weights(timeout_s: float = 10.0) -> Path:
+    """torch-fidelity's own Inception-v3 weights: the cached file, downloaded first if missing.
+
+    ``timeout_s`` bounds each network wait, so an offline machine fails in seconds rather than
+    hanging; it then raises OSError (urllib's URLError, a timeout) or http.client.HTTPException.
+    """
+    path = inception_weights_cache()
+    if path.is_file():
+        return path
+    with urllib.request.urlopen(URL_INCEPTION_V3, timeout=timeout_s) as response, atomic_file(path) as tmp:
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(response, out)
+        if not sha256_file(tmp).startswith(f"sha256:{INCEPTION_SHA256_PREFIX}"):
+            raise OSError(f"{URL_INCEPTION_V3}: the download does not match its checksum")
+    return path
 
 
 def fid_inception(generated: ImageSet, reference: ImageSet, weights_path: str | Path, reference_split: str,
                   device: torch.device | str = "cpu", batch_size: int = 64) -> dict[str, float | int | str]:
-    """FID proper: torch-fidelity's Inception-v3 (TF-compatible) pool features, from a local
-    weights file (nothing is downloaded). torch-fidelity unpickles that file without
-    restriction, so it is first loaded here as tensors only: one that could run code is refused."""
-    if not Path(weights_path).is_file():
-        raise UserError(f"evaluate.inception_weights: {weights_path} not found; give a local pt_inception weights "
-                        "file or null for the CLIP-space Frechet distance")
+    """FID proper, and KID beside it: torch-fidelity's Inception-v3 (TF-compatible) pool
+    features, from a local weights file (nothing is downloaded here). torch-fidelity unpickles
+    that file without restriction, so it is first loaded here as tensors only: one that could
+    run code is refused."""
     load_tensors(weights_path, "Inception-v3 weights")
-    value, n_gen, n_ref = _fidelity_frechet(
-        generated, reference, device, batch_size, feature_extractor="inception-v3-compat",
-        feature_layer_fid="2048", feature_extractor_weights_path=str(weights_path))
-    return {"fid_inception": value, "n_generated": n_gen, "n_reference": n_ref, "reference_split": reference_split,
-            "features": "inception-v3-compat pool 2048"}
+    (fid, kid, kid_std), n_gen, n_ref = _fidelity_distances(
+        generated, reference, device, batch_size, "2048", feature_extractor="inception-v3-compat",
+        feature_extractor_weights_path=str(weights_path))
+    return {"fid_inception": fid, "kid_inception_mean": kid, "kid_inception_std": kid_std, "n_generated": n_gen,
+            "n_reference": n_ref, "reference_split": reference_split, "features": "inception-v3-compat pool 2048"}
 
 
 def fd_embedding(generated: ImageSet, reference: ImageSet,
                  embedding_fn: Callable[[torch.Tensor], torch.Tensor | np.ndarray], reference_split: str,
                  space: str = "clip", batch_size: int = 64) -> dict[str, float | int | str]:
-    """Fréchet distance in another feature space (``fd_<space>``), through torch-fidelity.
+    """Fréchet and kernel distances in another feature space (``fd_<space>``,
+    ``kd_<space>_mean``/``_std``), through torch-fidelity.
 
-    Not an FID: distances in CLIP space are on another scale and rank models differently.
+    Not FID or KID: distances in CLIP space are on another scale and rank models differently.
     """
     if EMBEDDING_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
         torch_fidelity.register_feature_extractor(EMBEDDING_EXTRACTOR, EmbeddingExtractor)
-    value, n_gen, n_ref = _fidelity_frechet(
-        generated, reference, "cpu", batch_size, feature_extractor=EMBEDDING_EXTRACTOR,
-        feature_layer_fid=EMBEDDING_FEATURE, embedding_fn=embedding_fn)
-    return {f"fd_{space}": value, "n_generated": n_gen, "n_reference": n_ref, "reference_split": reference_split,
-            "features": f"{space} image embedding"}
+    (fd, kd, kd_std), n_gen, n_ref = _fidelity_distances(
+        generated, reference, "cpu", batch_size, EMBEDDING_FEATURE, feature_extractor=EMBEDDING_EXTRACTOR,
+        embedding_fn=embedding_fn)
+    return {f"fd_{space}": fd, f"kd_{space}_mean": kd, f"kd_{space}_std": kd_std, "n_generated": n_gen,
+            "n_reference": n_ref, "reference_split": reference_split, "features": f"{space} image embedding"}
 
 
 # -------------------------------------------------------------------------- CLIPScore

@@ -1,8 +1,12 @@
-"""A self-contained HTML report (reports/index.html): one file that opens offline.
+"""A self-contained HTML report (reports/index.html) that reads like a results section.
 
-Images are embedded as base64 data URIs, CSS is inline, charts are inline SVG drawn here
-(no JavaScript, no CDN, no matplotlib). A missing input becomes a note on the page, not a
-crash, so a partial pipeline still gets a report.
+In order: the scorecard (each headline figure with its interval, floor or baseline, target
+and scorer), the samples of each prompt set with their prompts, the alignment-vs-Frechet
+trade-off, the training curves (the stages' DVCLive logs), the tokenizer's reconstructions,
+and every metric folded away at the end. One file that opens offline: images are base64 data
+URIs, CSS is inline, charts are inline SVG drawn here (no JavaScript, no CDN, no matplotlib).
+A missing input becomes a note on the page, not a crash, so a partial pipeline still gets a
+report.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pipeline.core.atomic import write_bytes
+from pipeline.core.live import metric_files
+from pipeline.evaluate.scorecard import Headline
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
@@ -26,6 +32,12 @@ figure { display: inline-block; margin: .5em; vertical-align: top; }
 figure img { image-rendering: pixelated; max-width: 100%; border: 1px solid #ccc; }
 figcaption { font-size: .8em; color: #555; max-width: 40em; }
 .note { color: #a33; font-style: italic; }
+table#scorecard { border-collapse: collapse; margin: .5em 0 1em; }
+table#scorecard th { background: #dbe9f6; }
+table#scorecard td, table#scorecard th { border: 1px solid #bcd; padding: .3em .7em; text-align: left; }
+table#scorecard td.value { font-weight: bold; font-family: monospace; }
+td.met { color: #176317; } td.missed { color: #a33; font-weight: bold; }
+details > summary { cursor: pointer; font-weight: bold; margin: 1em 0; }
 svg.chart { border: 1px solid #ddd; margin: .3em; background: #fff; }
 svg.chart text { font: 11px sans-serif; fill: #444; }
 """
@@ -160,44 +172,130 @@ def svg_chart(title: str, points: Sequence[tuple[float, float]], x_label: str = 
 
 
 def curves_section(path: str | Path) -> str:
-    """One small chart per value column of a curves file: columns differ in scale."""
+    """One small chart per value column of a curves file, or per metric of a DVCLive log
+    folder (``plots/metrics/*.tsv``): metrics differ in scale."""
     path = Path(path)
-    if not path.is_file():
-        return _note(f"missing curves file: {path}")
-    step, series = read_curve(path)
-    if not series:
-        return _note(f"no numeric rows in {path}")
-    return "".join(svg_chart(column, points, step) for column, points in series.items())
+    files = metric_files(path) if path.is_dir() else [path] if path.is_file() else []
+    if not files:
+        return _note(f"missing curves: {path}")
+    charts = []
+    for file in files:
+        step, series = read_curve(file)
+        charts += [svg_chart(column, points, step) for column, points in series.items()]
+    return "".join(charts) if charts else _note(f"no numeric rows in {path}")
 
 
-def build_report(out_path: str | Path, metrics: Mapping,
-                 contact_sheets: Mapping[str, Sequence[str | Path | tuple[str, bytes]]],
-                 reconstruction_grid: str | Path | None, curves: Mapping[str, str | Path],
-                 title: str = "Language-free text-to-image: evaluation report") -> str:
+def scorecard_table(headlines: Sequence[Headline]) -> str:
+    if not headlines:
+        return _note("no scorecard given")
+    head = "".join(f"<th>{h}</th>" for h in ("figure", "value", "95% interval", "floor / baseline", "target",
+                                             "scored by"))
+    rows = []
+    for h in headlines:
+        verdict = "" if h.met is None else " (met)" if h.met else " (missed)"
+        css = "" if h.met is None else ' class="met"' if h.met else ' class="missed"'
+        cells = (f"<td>{html.escape(h.figure)}</td><td class=\"value\">{html.escape(h.value)}</td>"
+                 f"<td>{html.escape(h.interval)}</td><td>{html.escape(h.floor)}</td>"
+                 f"<td{css}>{html.escape(h.target + verdict)}</td><td>{html.escape(h.scored_by)}</td>")
+        rows.append(f"<tr>{cells}</tr>")
+    return f'<table id="scorecard"><tr>{head}</tr>{"".join(rows)}</table>'
+
+
+def samples_section(sets: Mapping[str, tuple[Sequence[str], Sequence[tuple[str, bytes]]]]) -> str:
+    """Per prompt set, its contact sheets (caption, PNG bytes) and the prompts they show."""
+    if not sets:
+        return _note("no samples given")
+    parts = []
+    for name, (prompts, sheets) in sets.items():
+        parts.append(f"<h3>{html.escape(name)}</h3>")
+        parts.extend(embedded_png(data, caption) for caption, data in sheets)
+        if not sheets:
+            parts.append(_note("no sheets in this set"))
+        items = "".join(f"<li>{html.escape(p)}</li>" for p in prompts)
+        parts.append(f"<details><summary>its {len(prompts)} prompts, top row first</summary><ol>{items}</ol>"
+                     "</details>")
+    return "".join(parts)
+
+
+def read_tradeoff(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def svg_tradeoff(rows: Sequence[Mapping[str, str]], x: str, y: str, low: str, high: str, floor: float | None,
+                 x_label: str, y_label: str) -> str:
+    """Alignment (y, with its interval) against Frechet distance (x), one line per sweep
+    (guidance, truncation), each point labelled with its setting; the real-vs-real floor as a
+    dashed vertical line."""
+    points = [(float(r[x]), float(r[y]), float(r[low]), float(r[high]), r) for r in rows]
+    xs = [p[0] for p in points] + ([floor] if floor is not None else [])
+    x0, x1 = 0.0, max(xs) * 1.1 if xs and max(xs) > 0 else 1.0
+    width, height, margin = 2 * CHART_W, 2 * CHART_H, 56
+    plot_w, plot_h = width - 2 * margin, height - 2 * margin
+
+    def sx(value: float) -> float:
+        return margin + (value - x0) / (x1 - x0) * plot_w
+
+    def sy(value: float) -> float:
+        return height - margin - value * plot_h  # alignment is a share: 0..1
+
+    colours = {"guidance": "#1f77b4", "truncation": "#d62728"}
+    parts = [f'<rect x="{margin}" y="{margin}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#bbb"/>']
+    for sweep in dict.fromkeys(p[4]["sweep"] for p in points):
+        colour = colours.get(sweep, "#555")
+        line = [p for p in points if p[4]["sweep"] == sweep]
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
+                     f'points="{" ".join(f"{sx(p[0]):.1f},{sy(p[1]):.1f}" for p in line)}"/>')
+        for fd, align, lo, hi, row in line:
+            label = f"g {float(row['guidance']):g}" if sweep == "guidance" else f"r {float(row['truncation']):g}"
+            parts.append(f'<line x1="{sx(fd):.1f}" x2="{sx(fd):.1f}" y1="{sy(lo):.1f}" y2="{sy(hi):.1f}" '
+                         f'stroke="{colour}"/><circle cx="{sx(fd):.1f}" cy="{sy(align):.1f}" r="3" fill="{colour}"/>'
+                         f'<text x="{sx(fd) + 5:.1f}" y="{sy(align) - 4:.1f}">{html.escape(label)}</text>')
+        parts.append(f'<text x="{width - margin - 4}" y="{margin + 14 + 14 * list(colours).index(sweep)}" '
+                     f'text-anchor="end" fill="{colour}">{html.escape(sweep)}</text>' if sweep in colours else "")
+    if floor is not None:
+        parts.append(f'<line x1="{sx(floor):.1f}" x2="{sx(floor):.1f}" y1="{margin}" y2="{height - margin}" '
+                     f'stroke="#888" stroke-dasharray="4 3"/><text x="{sx(floor) + 4:.1f}" y="{height - margin - 6}">'
+                     "real vs real</text>")
+    axes = (f'<text x="{margin - 4}" y="{margin + 4}" text-anchor="end">1</text>'
+            f'<text x="{margin - 4}" y="{height - margin}" text-anchor="end">0</text>'
+            f'<text x="{margin}" y="{height - margin + 14}" text-anchor="middle">0</text>'
+            f'<text x="{width - margin}" y="{height - margin + 14}" text-anchor="middle">{_format(x1)}</text>'
+            f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">{html.escape(x_label)}</text>'
+            f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">'
+            f"{html.escape(y_label)}</text>")
+    title = html.escape(f"{y_label} against {x_label}")
+    return (f'<svg class="chart" id="tradeoff" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'role="img" aria-label="{title}"><title>{title}</title>{"".join(parts)}{axes}</svg>')
+
+
+def build_report(out_path: str | Path, headlines: Sequence[Headline],
+                 samples: Mapping[str, tuple[Sequence[str], Sequence[tuple[str, bytes]]]],
+                 tradeoff: str | None, curves: Mapping[str, str | Path], reconstruction_grid: str | Path | None,
+                 metrics: Mapping, intro: str = "",
+                 title: str = "Language-free text-to-image: results") -> str:
     """Write the page atomically to ``out_path`` and return its HTML.
 
-    ``contact_sheets`` maps a prompt-set name to its sheets: PNG files (captioned by file stem)
-    or (caption, PNG bytes) pairs;
-    ``curves`` maps a chart group name (e.g. "tokenizer") to a CSV/TSV of step + values.
+    ``samples`` maps a prompt-set name to (its prompts, its contact sheets as (caption, PNG
+    bytes)); ``tradeoff`` is the trade-off chart's SVG (svg_tradeoff) or None; ``curves`` maps
+    a chart group name (e.g. "train") to a DVCLive log folder or a CSV/TSV of step + values.
     """
-    parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Metrics</h2>", metrics_table(metrics)]
-    parts.append("<h2>Samples</h2>")
-    if not contact_sheets:
-        parts.append(_note("no contact sheets given"))
-    for name, sheets in contact_sheets.items():
-        parts.append(f"<h3>{html.escape(name)}</h3>")
-        if sheets:
-            parts.extend(embedded_png(p[1], p[0]) if isinstance(p, tuple) else embedded_image(p) for p in sheets)
-        else:
-            parts.append(_note("no sheets in this set"))
-    parts.append("<h2>Tokenizer reconstructions</h2>")
-    parts.append(embedded_image(reconstruction_grid, "top row: originals, bottom row: reconstructions")
-                 if reconstruction_grid is not None else _note("no reconstruction grid given"))
-    parts.append("<h2>Training curves</h2>")
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if intro:
+        parts.append(f"<p>{html.escape(intro)}</p>")
+    parts += ["<h2>Scorecard</h2>", scorecard_table(headlines), "<h2>Samples</h2>", samples_section(samples),
+              "<h2>Trade-off: alignment against Frechet distance</h2>",
+              tradeoff if tradeoff is not None else _note("no trade-off sweep given (dvc repro tradeoff)"),
+              "<h2>Training curves</h2>"]
     if not curves:
         parts.append(_note("no training curves given"))
     for name, path in curves.items():
         parts.append(f"<h3>{html.escape(name)}</h3><div>{curves_section(path)}</div>")
+    parts.append("<h2>Tokenizer reconstructions</h2>")
+    parts.append(embedded_image(reconstruction_grid, "top row: originals, bottom row: reconstructions")
+                 if reconstruction_grid is not None else _note("no reconstruction grid given"))
+    parts.append(f"<details><summary>Every metric ({len(flatten(metrics))})</summary>{metrics_table(metrics)}"
+                 "</details>")
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
             f'<body>{"".join(parts)}</body></html>\n')

@@ -1,10 +1,12 @@
-"""The evaluate stage's figures: Frechet distance (with a scrambled-token baseline),
+"""The evaluate stage's figures: FID and KID where the Inception weights are at hand, else
+the Frechet and kernel distances in the scoring CLIP's space (with a scrambled-token baseline),
 CLIPScore, and text alignment judged by a world's CLIP-free checker."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from http.client import HTTPException
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +14,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from pipeline.core.errors import UserError
 from pipeline.core.images import as_uint8_nchw, contact_sheet
 from pipeline.evaluate.alignment import alignment_accuracy, named_alignment, named_real_floor, random_real_floor
-from pipeline.evaluate.metrics import clip_scores, fd_embedding, fid_inception
+from pipeline.evaluate.metrics import clip_scores, fd_embedding, fetch_inception_weights, fid_inception
 from pipeline.worlds.base import World
 
 Embed = Callable[[torch.Tensor], np.ndarray]
@@ -34,12 +37,35 @@ def scrambled_grids(codes: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.gather(flat, 1, order).view_as(codes)
 
 
-def frechet(generated: torch.Tensor, reference: torch.Tensor, embed: Embed, inception_weights: str | None,
+def inception_for_fid(setting: str | None, say: Callable[[str], None]) -> Path | None:
+    """The Inception-v3 weights file for a true FID, or None for the scoring CLIP's distances.
+
+    ``auto`` takes torch-fidelity's own weights (downloaded once, then cached); where they cannot
+    be had (offline) it ``say``s so in one line and falls back, rather than failing a run whose
+    other figures need no network. A path must name a file: checked before any scoring starts.
+    """
+    if setting is None:
+        return None
+    if setting != "auto":
+        if not Path(setting).is_file():
+            raise UserError(f"evaluate.inception_weights = {setting!r}: no such file; put the Inception-v3 weights "
+                            "there, or set it to auto (torch-fidelity's, downloaded) or null (scoring CLIP only)")
+        return Path(setting)
+    try:
+        return fetch_inception_weights()
+    except (OSError, HTTPException) as error:
+        reason = getattr(error, "reason", None) or error
+        say(f"evaluate: cannot fetch torch-fidelity's Inception weights ({reason}); reporting the scoring CLIP's "
+            "Frechet and kernel distances (fd_clip, kd_clip) instead of FID and KID")
+        return None
+
+
+def frechet(generated: torch.Tensor, reference: torch.Tensor, embed: Embed, inception: Path | None,
             batch_size: int) -> dict:
-    """FID with local Inception weights, else the Frechet distance in the scoring CLIP's space
-    (``fd_clip``, never called FID)."""
-    if inception_weights:
-        return fid_inception(generated, reference, inception_weights, "val", batch_size=batch_size)
+    """FID and KID with the Inception weights, else the Frechet and kernel distances in the
+    scoring CLIP's space (``fd_clip``, ``kd_clip_*``, never called FID or KID)."""
+    if inception is not None:
+        return fid_inception(generated, reference, inception, "val", batch_size=batch_size)
     return fd_embedding(generated, reference, embed, "val", space="clip", batch_size=batch_size)
 
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from pipeline.core import distributed
 from pipeline.core.device import autocast, resolve_device
+from pipeline.core.live import TrainingLog
 from pipeline.core.params import TokenizerParams
 from pipeline.core.rng import seed_everything, step_generator
 from pipeline.core.training import (
@@ -202,6 +203,11 @@ def _checkpoint_state(trainer: _Trainer, result: TokenizerRun, fingerprint: str)
     return state
 
 
+def _val_row(row: dict[str, float]) -> dict[str, float]:
+    """A val_history row under the log's names: val_psnr, val_usage."""
+    return {k if k == "step" else f"val_{k}": v for k, v in row.items()}
+
+
 def _score_val(model: VQGAN, val_images: torch.Tensor, params: TokenizerParams) -> dict[str, float]:
     """PSNR and code usage of the hard (argmax) path on the first VAL_SUBSET held-out images."""
     images = val_images[:VAL_SUBSET]
@@ -211,13 +217,15 @@ def _score_val(model: VQGAN, val_images: torch.Tensor, params: TokenizerParams) 
 
 def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_dir: Path,
                     val_images: torch.Tensor | None = None, *, device: torch.device | None = None,
-                    log_every: int = 25, stop_at: int | None = None, progress: bool = True) -> TokenizerRun:
+                    log_every: int = 25, stop_at: int | None = None, progress: bool = True,
+                    log: TrainingLog | None = None) -> TokenizerRun:
     """Train (or resume, or just reload when finished) the tokenizer on uint8 images (N,3,H,W).
 
     Checkpoints go to ``work_dir`` every ``checkpoint_every`` steps and at the end; one that
     was made with other settings or other data is deleted, not resumed. ``val_images`` (the
     first 256) are scored through the hard path at each checkpoint. ``stop_at`` ends the run
-    after that many steps without saving, as a kill would (for tests).
+    after that many steps without saving, as a kill would (for tests). Logged rows and val
+    scores also go to ``log`` (rank 0's DVCLive log), resumed with the checkpoint.
     Under torchrun every process calls this with the same arguments; each trains on its
     share of every batch and rank 0 writes the checkpoints (pipeline/core/distributed.py).
     """
@@ -232,6 +240,9 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
         result.history, result.val_history = checkpoint["history"], checkpoint["val_history"]
         result.seconds, step = checkpoint["seconds"], checkpoint["step"]
     start = step
+    if log is not None:
+        log.begin(start, sorted(result.history + [_val_row(row) for row in result.val_history],
+                                key=lambda row: row["step"]))
 
     own_rows = distributed.rows(params.batch_size)
     loader = Prefetcher([train_images], lambda i: batch_indices(len(train_images), params.batch_size, i,
@@ -252,6 +263,8 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
         if step % log_every == 0 or step == params.steps:
             row = window.row(step)
             result.history.append(row)
+            if log is not None:
+                log.row(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", tau=f"{logged['tau']:.3f}", usage=f"{row['usage']:.2f}",
                             refresh=False)
             window = _Window(params.n_codes)
@@ -260,6 +273,8 @@ def train_tokenizer(params: TokenizerParams, train_images: torch.Tensor, work_di
             if distributed.is_main():
                 if val_images is not None and len(val_images):
                     result.val_history.append({"step": step, **_score_val(trainer.model, val_images, params)})
+                    if log is not None:
+                        log.row(_val_row(result.val_history[-1]))
                 save_checkpoint(work_dir, step, _checkpoint_state(trainer, result, fingerprint))
             started = time.perf_counter()
     bar.close()
