@@ -15,7 +15,7 @@ from pipeline.core.params import load_params
 from pipeline.data.shards import decode_pngs, read_table
 from pipeline.data.vectors import read_vectors
 from pipeline.diffusion.sample_set import FULL_T
-from pipeline.evaluate.report import build_report, read_tradeoff, svg_tradeoff
+from pipeline.evaluate.report import build_report, read_tradeoff, svg_tradeoff, tradeoff_table
 from pipeline.evaluate.scorecard import headlines, scorecard
 from pipeline.evaluate.scoring import (checker_on_reconstructions, clip_cosines, clip_score_summary, frechet,
                                        inception_for_fid, load_samples, prompt_sets, samples_sheet, scrambled_grids,
@@ -116,10 +116,12 @@ def main(
 
 
 def tradeoff_chart(curve: Path) -> str | None:
-    """The trade-off stage's points as the report's chart, with the real-vs-real floor at its N."""
+    """The trade-off stage's points as the report's chart, with the real-vs-real floor at its N,
+    and as a table."""
     if not curve.is_file():
         return None
     summary = curve.with_suffix(".json")
     floor = json.loads(summary.read_text())["fd_floor_real"] if summary.is_file() else None
-    return svg_tradeoff(read_tradeoff(curve), "fd_scorer_clip", "align_all", "align_low", "align_high", floor,
-                        "Frechet distance, scoring CLIP (lower is better)", "alignment, all four attributes")
+    rows, columns = read_tradeoff(curve), ("fd_scorer_clip", "align_all", "align_low", "align_high")
+    return (svg_tradeoff(rows, *columns, floor, "Frechet distance, scoring CLIP (lower is better)",
+                         "alignment, all four attributes") + tradeoff_table(rows, *columns))

@@ -34,14 +34,15 @@ figcaption { font-size: .8em; color: #555; max-width: 40em; }
 .note { color: #a33; font-style: italic; }
 table#scorecard { border-collapse: collapse; margin: .5em 0 1em; }
 table#scorecard th { background: #dbe9f6; }
-table#scorecard td, table#scorecard th { border: 1px solid #bcd; padding: .3em .7em; text-align: left; }
+table#scorecard td, table#scorecard th { border: 1px solid #bcd; padding: .3em .7em; text-align: left;
+  overflow-wrap: anywhere; }
 table#scorecard td.value { font-weight: bold; font-family: monospace; }
 td.met { color: #176317; } td.missed { color: #a33; font-weight: bold; }
 details > summary { cursor: pointer; font-weight: bold; margin: 1em 0; }
 svg.chart { border: 1px solid #ddd; margin: .3em; background: #fff; }
 svg.chart text { font: 11px sans-serif; fill: #444; }
 """
-CHART_W, CHART_H, MARGIN = 360, 200, 44
+CHART_W, CHART_H, MARGIN = 360, 200, 52
 MAX_POINTS = 1000  # per line; longer curves are thinned evenly
 SMALL_IMAGE_PX = 512  # narrower images are shown enlarged (integer factor) towards this width
 MAX_ENLARGE = 4
@@ -229,7 +230,8 @@ def svg_tradeoff(rows: Sequence[Mapping[str, str]], x: str, y: str, low: str, hi
     dashed vertical line."""
     points = [(float(r[x]), float(r[y]), float(r[low]), float(r[high]), r) for r in rows]
     xs = [p[0] for p in points] + ([floor] if floor is not None else [])
-    x0, x1 = 0.0, max(xs) * 1.1 if xs and max(xs) > 0 else 1.0
+    pad = 0.05 * (max(xs) - min(xs)) if xs and max(xs) > min(xs) else 1.0
+    x0, x1 = (min(xs) - pad, max(xs) + pad) if xs else (0.0, 1.0)
     width, height, margin = 2 * CHART_W, 2 * CHART_H, 56
     plot_w, plot_h = width - 2 * margin, height - 2 * margin
 
@@ -259,7 +261,7 @@ def svg_tradeoff(rows: Sequence[Mapping[str, str]], x: str, y: str, low: str, hi
                      "real vs real</text>")
     axes = (f'<text x="{margin - 4}" y="{margin + 4}" text-anchor="end">1</text>'
             f'<text x="{margin - 4}" y="{height - margin}" text-anchor="end">0</text>'
-            f'<text x="{margin}" y="{height - margin + 14}" text-anchor="middle">0</text>'
+            f'<text x="{margin}" y="{height - margin + 14}" text-anchor="middle">{_format(x0)}</text>'
             f'<text x="{width - margin}" y="{height - margin + 14}" text-anchor="middle">{_format(x1)}</text>'
             f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">{html.escape(x_label)}</text>'
             f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">'
@@ -267,6 +269,16 @@ def svg_tradeoff(rows: Sequence[Mapping[str, str]], x: str, y: str, low: str, hi
     title = html.escape(f"{y_label} against {x_label}")
     return (f'<svg class="chart" id="tradeoff" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'role="img" aria-label="{title}"><title>{title}</title>{"".join(parts)}{axes}</svg>')
+
+
+def tradeoff_table(rows: Sequence[Mapping[str, str]], x: str, y: str, low: str, high: str) -> str:
+    """The trade-off's points as numbers, beside the chart where they crowd."""
+    body = "".join(
+        f"<tr><td>{html.escape(r['sweep'])}</td><td>{float(r['guidance']):g}</td><td>{float(r['truncation']):g}</td>"
+        f"<td class=\"value\">{float(r[y]):.2f} [{float(r[low]):.2f}, {float(r[high]):.2f}]</td>"
+        f"<td class=\"value\">{float(r[x]):.4g}</td></tr>" for r in rows)
+    return ('<table class="metrics"><tr><th>line</th><th>guidance</th><th>truncation</th><th>alignment [95%]</th>'
+            f"<th>Frechet distance</th></tr>{body}</table>")
 
 
 def build_report(out_path: str | Path, headlines: Sequence[Headline],

@@ -10,6 +10,7 @@ checker) is left out rather than filled in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +92,11 @@ ALIGNMENT_ROWS = (
 SEEN_TARGETS = {"colour": 0.9, "shape": 0.75, "size": 0.9, "position": 0.9}
 
 
+def _short(model: str) -> str:
+    """A model name with its checkpoint hash cut to 12 digits, as git shortens commits."""
+    return re.sub(r"(sha256:[0-9a-f]{12})[0-9a-f]+", r"\1", model)
+
+
 def _bounds(interval: list[float]) -> str:
     return f"[{interval[0]:.2f}, {interval[1]:.2f}]"
 
@@ -122,7 +128,7 @@ def headlines(card: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[Headl
     distance, kernel = ("FID (Inception-v3)", "KID") if inception else ("Frechet distance, scoring CLIP's space",
                                                                           "kernel distance, scoring CLIP's space")
     value = card["fid_inception_eval" if inception else "fd_eval_clip"]
-    scorer = card.get("scored_by_frechet", "")
+    scorer = _short(card.get("scored_by_frechet", ""))
     rows.append(Headline(f"{distance}, N = {card['fd_n']}", f"{value:.4g}", "one sample set (no interval)",
                          f"real vs real {card['fd_floor_real']:.4g}; reconstructions {card['fd_floor_recon']:.4g}; "
                          f"scrambled codes {card['fd_scrambled']:.4g}", "", None, scorer))
@@ -132,7 +138,7 @@ def headlines(card: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[Headl
                              scorer))
     clipscore = f"{card['clipscore_hessel_mean']:.3f} / {card['clipscore_hessel_best_of_n']:.3f}"
     rows.append(Headline("CLIPScore (Hessel), mean / best of N", clipscore, "-", "", "", None,
-                         card.get("scored_by_clip", "")))
+                         _short(card.get("scored_by_clip", ""))))
     if "clip_matched_cosine" in card:
         matched, centroids = card["clip_matched_cosine"], card["clip_centroid_distance"]
         rows.append(Headline("conditioning CLIP's gap: matched cosine / centroid distance",
