@@ -80,7 +80,8 @@ def run_setting(raw: dict, mode: str, scale: float, steps: int, samples: int, fo
         _run(["sample", *p, "--model", str(folder / "diffusion.pt"), "--out", str(folder / "samples"),
               "--report", str(sampled)])
     _run(["evaluate", *p, "--samples", str(folder / "samples"), "--sample-report", str(folder / "sample.json"),
-          "--metrics", str(folder / "metrics.json"), "--scorecard", str(card), "--html", str(folder / "index.html")])
+          "--metrics", str(folder / "metrics.json"), "--scorecard", str(card), "--html", str(folder / "index.html"),
+          "--sheet", str(folder / "samples.png")])
     return json.loads(card.read_text())
 
 

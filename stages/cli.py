@@ -12,8 +12,8 @@ if not sys.stderr.isatty():
 
 import typer  # noqa: E402
 
-from stages import (ablation, clip, embed, evaluate, generate, ingest, prompts, sample, scorer, shapes,  # noqa: E402
-                    tokenizer, tradeoff, train)
+from stages import (ablation, clip, embed, evaluate, generate, ingest, judge, prompts, sample, scorer,  # noqa: E402
+                    tokenizer, tradeoff, train, world)
 
 app = typer.Typer(
     help="Language-free text-to-image training: each command is one DVC stage (see dvc.yaml).",
@@ -21,12 +21,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("shapes")(shapes.main)
+app.command("world")(world.main)
 app.command("prompts")(prompts.main)
 app.command("ingest")(ingest.main)
 app.command("tokenizer")(tokenizer.main)
 app.command("clip")(clip.main)
 app.command("scorer")(scorer.main)
+app.command("judge")(judge.main)
 app.command("embed")(embed.main)
 app.command("train")(train.main)
 app.command("sample")(sample.main)

@@ -8,7 +8,7 @@ import torch
 import typer
 
 from pipeline.clip.weights import load_encoder
-from pipeline.core.atomic import write_json
+from pipeline.core.atomic import write_bytes, write_json
 from pipeline.core.device import use_threads
 from pipeline.core.errors import UserError
 from pipeline.core.params import load_params
@@ -17,9 +17,9 @@ from pipeline.data.vectors import read_vectors
 from pipeline.diffusion.sample_set import FULL_T
 from pipeline.evaluate.report import build_report, read_tradeoff, svg_tradeoff, tradeoff_table
 from pipeline.evaluate.scorecard import headlines, scorecard
-from pipeline.evaluate.scoring import (checker_on_reconstructions, clip_cosines, clip_score_summary, frechet,
-                                       inception_for_fid, load_samples, prompt_sets, samples_sheet, scrambled_grids,
-                                       text_alignment)
+from pipeline.evaluate.scoring import (clip_cosines, clip_score_summary, frechet, inception_for_fid, load_samples,
+                                       prompt_sets, samples_sheet, scrambled_grids, text_alignment)
+from pipeline.judge.checker import judge_accuracy, load_checker
 from pipeline.tokenizer.model import decode_all, load_vqgan
 from pipeline.worlds.registry import world_of
 from stages.common import ParamsOption, user_errors
@@ -34,6 +34,7 @@ def main(
         "data/tokens"),
     tokenizer: Annotated[Path, typer.Option(help="The trained tokenizer.")] = Path("models/tokenizer.pt"),
     scorer_dir: Annotated[Path, typer.Option("--scorer", help="The scorer stage's output.")] = Path("models/scorer"),
+    judge: Annotated[Path, typer.Option(help="The judge stage's output (rule checker or CNN).")] = Path("models/judge"),
     clip_report: Annotated[Path, typer.Option(help="The conditioning CLIP's figures (its modality gap).")] = Path(
         "reports/clip.json"),
     sample_report: Annotated[Path, typer.Option(help="The sample stage's report (the model's conditioning).")] = Path(
@@ -43,6 +44,12 @@ def main(
     scorecard_out: Annotated[Path, typer.Option("--scorecard", help="The headline figures, flat (DVC metrics).")
                              ] = Path("reports/scorecard.json"),
     html: Annotated[Path, typer.Option(help="Self-contained HTML report.")] = Path("reports/index.html"),
+    sheet: Annotated[Path, typer.Option(help="Contact sheet of the held-out (else seen) prompts' samples.")] = Path(
+        "reports/samples.png"),
+    world_report: Annotated[Path, typer.Option(help="The world stage's sizes, shown in the report.")] = Path(
+        "reports/world.json"),
+    logs: Annotated[Path, typer.Option(help="The training stages' DVCLive logs and the reconstruction grid.")] = Path(
+        "reports"),
     tradeoff: Annotated[Path, typer.Option(help="The tradeoff stage's curve (its .json beside it: the floor).")
                         ] = Path("reports/tradeoff.csv"),
 ) -> None:
@@ -78,7 +85,7 @@ def main(
     scorer_name = f"{scorer.model_name} {scorer.checkpoint_id} (scorer)"
     metrics: dict = {
         "scored_by": {"frechet": scorer_name if weights is None else f"torch-fidelity inception-v3-compat {weights}",
-                      "clipscore": scorer_name, "alignment": "the world's CLIP-free checker"},
+                      "clipscore": scorer_name, "alignment": "none: the data carry no world's labels"},
         "frechet": {"samples": frechet(images[torch.from_numpy(fd_rows)], reference, embed, weights, batch),
                     "real_vs_real": frechet(decode_pngs(others["image"].to_pylist()), reference, embed, weights,
                                             batch),
@@ -88,31 +95,54 @@ def main(
         "clipscore": clip_score_summary(index, cosine),
     }
     world = world_of(val.column_names)
-    if world is not None and world.classify is not None and set(world.attributes) <= set(index.columns):
+    if world is not None and set(world.attributes) <= set(index.columns):
+        names = list(world.attributes)
+        classify = load_checker(world, judge)
         full = load_samples(samples / FULL_T) if (samples / FULL_T / "index.parquet").exists() else None
-        real_labels = read_table(ingest, list(world.attributes), "train").to_pandas()
-        metrics["alignment"] = text_alignment(world, index, images, full, real_labels)
-        metrics["checker"] = {
-            "fresh_renders": world.checker_accuracy(evaluate.checker_images, evaluate.checker_seed, images.shape[-1]),
-            "reconstructions": checker_on_reconstructions(world, reconstructions,
-                                                          others.select(list(world.attributes)).to_pandas())}
+        real_labels = read_table(ingest, names, "train").to_pandas()
+        metrics["scored_by"]["alignment"] = ("the world's CLIP-free rule checker" if world.classify is classify
+                                             else f"the judge CNN {judge} (CLIP-free)")
+        metrics["alignment"] = text_alignment(world, classify, index, images, cosine, full, real_labels)
+        other_labels = others.select(names).to_pandas()
+        metrics["checker"] = {"real_heldout": judge_accuracy(classify, names, decode_pngs(others["image"].to_pylist()),
+                                                             other_labels),
+                              "reconstructions": judge_accuracy(classify, names, reconstructions, other_labels)}
+        if world.checker_accuracy is not None:
+            metrics["checker"]["fresh_renders"] = world.checker_accuracy(evaluate.checker_images,
+                                                                         evaluate.checker_seed, images.shape[-1])
+    metrics["world"] = json.loads(world_report.read_text())
     conditioning = json.loads(sample_report.read_text())["sampler"]["conditioning"]
-    card = scorecard(metrics, json.loads(clip_report.read_text()), conditioning)
+    card = scorecard(metrics, json.loads(clip_report.read_text()), conditioning,
+                     json.loads((logs / "tokenizer/metrics.json").read_text()))
     write_json(metrics_out, metrics)
     write_json(scorecard_out, card)
-    reports = metrics_out.parent
     order = "best first by the scoring CLIP's cosine" if evaluate.rerank else "in sample order"
     samples_by_set = {name: (index[mask].drop_duplicates("prompt_index")["prompt"].tolist(),
                              [(f"{evaluate.sheet_samples} samples per prompt, {order}",
                                samples_sheet(index[mask], images[torch.tensor(mask)], cosine[mask], evaluate.rerank,
                                              evaluate.sheet_samples))])
                       for name, mask in sets.items()}
-    build_report(html, headlines(card, metrics), samples_by_set, tradeoff_chart(tradeoff),
-                 {name: reports / name for name in ("tokenizer", "clip", "scorer", "train")},
-                 reports / "tokenizer_recon.png", {"scorecard": card, **metrics},
-                 intro=f"Pseudo text {conditioning}. The generator is conditioned by the clip stage's CLIP; "
-                       "no figure here is scored by it but the gap it reports of itself.")
+    shown = "heldout" if "heldout" in sets else next(iter(sets))
+    write_bytes(sheet, samples_by_set[shown][1][0][1])
+    build_report(html, headlines(card, metrics, world.name if world else None), samples_by_set,
+                 tradeoff_chart(tradeoff),
+                 {name: logs / name for name in ("tokenizer", "clip", "scorer", "judge", "train")
+                  if any((logs / name / "plots/metrics").glob("*.tsv"))},
+                 logs / "tokenizer_recon.png", {"scorecard": card, **metrics},
+                 intro=f"{world_sizes(metrics['world'])} Pseudo text {conditioning}. The generator is conditioned "
+                       "by the clip stage's CLIP; no figure here is scored by it but the gap it reports of itself.")
     typer.echo(f"evaluate: wrote {scorecard_out}, {metrics_out} and {html}")
+
+
+def world_sizes(world: dict) -> str:
+    """One sentence on the data: its world, parts and held-out pairs."""
+    pairs = ", ".join(f"({a}, {b})" for a, b in world.get("heldout_pairs", [])) or "none"
+    if world["world"] == "faces":
+        return (f"World: faces, {world['photos']:,} photos in disjoint parts: the conditioning CLIP's "
+                f"{world['clip']:,}, the scorer's and judge's {world['scorer']:,}, the generator's "
+                f"{world['generator']:,} (without the held-out pairs {pairs}: {world['generator_heldout_dropped']:,} "
+                f"photos; {world['duplicates_dropped']:,} duplicate pictures kept once).")
+    return f"World: {world['world']}, {world['images']:,} images, never showing the held-out pairs {pairs}."
 
 
 def tradeoff_chart(curve: Path) -> str | None:

@@ -16,6 +16,7 @@ from pipeline.diffusion.model import load_model
 from pipeline.diffusion.pseudo_text import inference_condition, setting_name
 from pipeline.evaluate.tradeoff import (COLUMNS, Scoring, checker_world, draw_point, fd_count, prompt_set_rows,
                                         real_floor, real_sets, run_sweep, score_point, sweep_points)
+from pipeline.judge.checker import load_checker
 from pipeline.tokenizer.model import decode_all, load_vqgan
 from stages.common import ParamsOption, user_errors
 
@@ -30,6 +31,7 @@ def main(
         "data/prompt_embeddings.parquet"),
     ingest: Annotated[Path, typer.Option(help="Ingest shards (held-out reference images).")] = Path("data/ingest"),
     scorer_dir: Annotated[Path, typer.Option("--scorer", help="The scorer stage's output.")] = Path("models/scorer"),
+    judge: Annotated[Path, typer.Option(help="The judge stage's output (rule checker or CNN).")] = Path("models/judge"),
     out: Annotated[Path, typer.Option(help="One row per point (a DVC plot).")] = Path("reports/tradeoff.csv"),
     report: Annotated[Path, typer.Option(help="The floor, N, the scorer and the timing (DVC metrics).")] = Path(
         "reports/tradeoff.json"),
@@ -56,7 +58,9 @@ def main(
     draw = functools.partial(draw_point, model, schedule, lambda codes: decode_all(vqgan, codes, 256),
                              conditions.to(device), sample, tradeoff.samples_per_prompt, tradeoff.seed)
     world = checker_world(val.column_names, frame.columns)
-    scoring = Scoring(scorer.embed_images, reference, frame, world, settings.scorer.batch_size)
+    classify = load_checker(world, judge, device) if world is not None else None
+    scoring = Scoring(scorer.embed_images, reference, frame, classify, list(world.attributes) if world else [],
+                      settings.scorer.batch_size)
     table, timing = run_sweep(points, draw, functools.partial(score_point, scoring=scoring))
     floor = real_floor(others, scoring)
     write_csv(out, table, COLUMNS)
@@ -66,6 +70,6 @@ def main(
         "steps": sample.steps or schedule.steps, "seed": tradeoff.seed,
         "pseudo_text": setting_name(conditioning.mode, conditioning.scale),
         "scored_by": {"frechet": f"{scorer.model_name} {scorer.checkpoint_id} (scorer)",
-                      "alignment": "the world's CLIP-free checker" if world else "none: no checker for this data"},
+                      "alignment": "the world's CLIP-free judge" if world else "none: no checker for this data"},
         "timing": {**timing, "seconds": round(time.perf_counter() - start, 2)}})
     typer.echo(f"tradeoff: {len(points)} points, wrote {out} and {report}")

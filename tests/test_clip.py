@@ -8,11 +8,12 @@ from dataclasses import asdict
 import huggingface_hub
 import numpy as np
 import open_clip
+import pandas as pd
 import pytest
 import torch
 
 from pipeline.clip.encoder import ClipEncoder, ClipWeightsError, inference_transform, preprocess_images
-from pipeline.clip.pretrain import renderable_world
+from pipeline.clip.pretrain import clip_images, trainable_world
 from pipeline.clip.train import (evaluate_clip, modality_gap, multi_positive_loss, pseudo_text_cosines,
                                  retrieval_accuracy, save_clip, train_clip, zero_shot_accuracy)
 from pipeline.core.errors import UserError
@@ -20,10 +21,13 @@ from pipeline.diffusion.pseudo_text import ABLATION
 from pipeline.core.checksum import sha256_file
 from pipeline.core.params import ClipTrainParams, OptimParams
 from pipeline.worlds.shapes.render import caption, render_example
+from pipeline.worlds.faces.parts import write_parts
+from pipeline.worlds.faces.world import FACES_WORLD
 from pipeline.worlds.shapes.world import SHAPES_WORLD
+from tests.face_fixtures import fake_faces_archive
 
 MODEL = "shapes-clip-tiny"
-TRAIN = ClipTrainParams(world="shapes", images=48, render_seed=5, seed=0, steps=30, batch_size=16, augment_p=0.5,
+TRAIN = ClipTrainParams(world="shapes", data=None, images=48, render_seed=5, seed=0, steps=30, batch_size=16, augment_p=0.5,
                         partial_p=0.5, logit_scale=100.0, learn_logit_scale=True,
                         optim=OptimParams(lr=2e-3, betas=[0.9, 0.98], weight_decay=0.1, warmup_steps=5, grad_clip=1.0))
 
@@ -112,14 +116,17 @@ def test_the_temperature_starts_where_params_put_it():
     assert float(model.logit_scale.exp()) == pytest.approx(50.0)
 
 
-def test_a_world_without_a_renderer_cannot_pretrain_a_clip():
-    with pytest.raises(UserError, match="clip.train.world = 'faces': no such world"):
-        renderable_world("faces", "clip.train.world")
+def test_a_world_without_a_renderer_pretrains_a_clip_only_on_a_labelled_folder():
+    with pytest.raises(UserError, match="clip.train.world = 'nowhere': no such world"):
+        trainable_world("nowhere", None, "clip.train.world")
+    with pytest.raises(UserError, match="cannot render"):
+        trainable_world("faces", None, "clip.train.world")
+    assert trainable_world("faces", "data/faces/clip", "clip.train.world").name == "faces"
     blind = dataclasses.replace(SHAPES_WORLD, render=None)
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(__import__("pipeline.worlds.registry", fromlist=["WORLDS"]).WORLDS, "blind", blind)
         with pytest.raises(UserError, match="cannot render"):
-            renderable_world("blind", "scorer.train.world")
+            trainable_world("blind", None, "scorer.train.world")
 
 
 def test_the_modality_gap_figures_on_constructed_embeddings():
@@ -240,3 +247,17 @@ def test_evaluate_reports_every_section(encoder):
     assert set(report["zero_shot_new_wording"]["accuracy"]) == set(report["zero_shot"]["accuracy"])
     with pytest.raises(ValueError, match="world"):
         evaluate_clip(encoder, images, captions, attributes)  # labels without the world that reads them
+
+
+def test_a_photo_world_clip_trains_on_its_labelled_folder_and_is_scored_on_photos_it_never_saw(tmp_path):
+    fake_faces_archive(tmp_path / "faces.tar", n=120)
+    write_parts(tmp_path / "faces.tar", tmp_path / "faces", 0, 0.5, 0.25, [])
+    train = dataclasses.replace(TRAIN, world="faces", data=str(tmp_path / "faces/clip"), images=1000)
+    (images, attributes), (val_images, val_attributes) = clip_images(FACES_WORLD, train, 10, 32)
+    assert images.shape[1:] == (3, 32, 32) and len(val_images) == 10 and len(images) + 10 == len(
+        pd.read_csv(tmp_path / "faces/clip/labels.csv"))
+    assert set(attributes[0]) == {"age", "gender", "race"}
+    # the evaluation photos are a seeded hash sample, not the first names (UTKFace's begin with the age)
+    assert sorted(a["age"] for a in val_attributes) != ["baby"] * 10
+    with pytest.raises(UserError, match="not enough for eval_images"):
+        clip_images(FACES_WORLD, train, 1000, 32)

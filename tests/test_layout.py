@@ -10,10 +10,10 @@ from tests.conftest import REPO
 from tests.import_graph import closure, imported_files
 
 TRAINING = {REPO / "pipeline" / p for p in ("core/training.py", "tokenizer/train.py", "tokenizer/losses.py",
-                                            "clip/train.py", "diffusion/train.py")}
+                                            "clip/train.py", "diffusion/train.py", "judge/train.py")}
 INFERENCE = [REPO / "stages" / f"{name}.py" for name in ("sample", "tradeoff", "evaluate", "generate")]
 MODELS = [REPO / "pipeline" / p for p in ("tokenizer/model.py", "diffusion/transformer.py", "diffusion/model.py",
-                                          "clip/encoder.py")]
+                                          "clip/encoder.py", "judge/model.py")]
 FORBIDDEN_IN_MODELS = {REPO / "pipeline/core/params.py", REPO / "pipeline/core/distributed.py"}
 SHARED_STAGE_MODULES = {REPO / "stages" / name for name in ("common.py", "__init__.py")}
 

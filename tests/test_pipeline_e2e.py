@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
+from dvc.utils.hydra import compose_and_dump
 
-from tests.conftest import REPO, default_raw_params, with_overrides
+from tests.conftest import REPO, SHARED_DATA, with_overrides
+from tests.face_fixtures import fake_faces_archive, real_faces_subset
 
 MICRO = {
     "shapes.n_images": 240,
@@ -47,10 +50,10 @@ def stages_run(output):
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A copy of the repo's tracked and new files, as a fresh clone would have them."""
-    root = tmp_path_factory.mktemp("repo")
+def micro_copy(root: Path) -> dict[str, str]:
+    """Copy the repo's tracked and new files into ``root``, as a fresh clone would have them, with
+    MICRO written into conf/ (what `dvc exp run` composes) and params.yaml (what `dvc repro` reads);
+    returns the environment to run its commands in."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
                            capture_output=True, check=True).stdout.decode().split("\0")
     for name in filter(None, files):
@@ -58,11 +61,24 @@ def workdir(tmp_path_factory):
         if source.is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
-    (root / "params.yaml").write_text(yaml.safe_dump(with_overrides(default_raw_params(), MICRO), sort_keys=False))
+    conf = yaml.safe_load((root / "conf/config.yaml").read_text())
+    (root / "conf/config.yaml").write_text(yaml.safe_dump(with_overrides(conf, MICRO), sort_keys=False))
+    compose_and_dump(root / "params.yaml", str(root / "conf"), None, "config", "", [])
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "TQDM_MININTERVAL": str(LOG_INTERVAL)}
     sh(["git", "init", "-q"], root, env)
-    return root, env
+    return env
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repo")
+    return root, micro_copy(root)
+
+
+def commit(root: Path, env: dict[str, str], message: str) -> None:
+    sh(["git", "add", "-A"], root, env)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message], root, env)
 
 
 def progress_states(log: str) -> list[tuple[str, int, int]]:
@@ -79,6 +95,7 @@ def test_repro_runs_every_stage_then_is_up_to_date(workdir):
     between = [state for state in states if 0 < state[1] < state[2]]
     assert not between, f"progress lines between a bar's first and last, within TQDM_MININTERVAL: {between[:5]}"
     assert stages_run(output) == set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+    assert yaml.safe_load((root / "reports/judge.json").read_text()) == {"judge": "rules", "world": "shapes"}
     report = yaml.safe_load((root / "reports/ingest.json").read_text())
     assert report["kept"] == MICRO["shapes.n_images"]
     assert len(list((root / "data/ingest").glob("part-*.parquet"))) == 3
@@ -87,15 +104,18 @@ def test_repro_runs_every_stage_then_is_up_to_date(workdir):
                    "data/embeddings", "data/prompt_embeddings.parquet", "reports/tokenizer_recon.png"):
         assert (root / output).exists(), output
     metrics = yaml.safe_load((root / "reports/metrics.json").read_text())
-    assert {"frechet", "clipscore", "alignment"} <= set(metrics)
+    assert {"frechet", "clipscore", "alignment", "checker", "world"} <= set(metrics)
+    assert metrics["world"] == {"world": "shapes", "images": MICRO["shapes.n_images"],
+                                "heldout_pairs": metrics["world"]["heldout_pairs"]}
     assert "fd_clip" in metrics["frechet"]["samples"] and "fid" not in str(metrics["frechet"]).replace("fidelity", "")
     assert {"seen", "heldout", "new_wording", "partial"} <= set(metrics["alignment"])
     assert "(scorer)" in metrics["scored_by"]["clipscore"]
     card = yaml.safe_load((root / "reports/scorecard.json").read_text())
     assert {"align_seen_all", "align_heldout_all", "align_partial_named", "clip_matched_cosine", "fd_eval_clip",
-            "fd_floor_real", "fd_floor_recon", "checker_acc_fresh", "checker_acc_recon"} <= set(card)
+            "fd_floor_real", "fd_floor_recon", "checker_acc_fresh", "checker_acc_recon", "checker_acc_real",
+            "tokenizer_psnr"} <= set(card)
     assert card["pseudo_text"] == "c3-0.5" and card["fd_n"] == MICRO["evaluate.fd_images"]
-    assert (root / "reports/index.html").stat().st_size > 1000
+    assert (root / "reports/index.html").stat().st_size > 1000 and (root / "reports/samples.png").is_file()
     curve = (root / "reports/tradeoff.csv").read_text().splitlines()
     assert curve[0] == "sweep,guidance,truncation,align_all,align_low,align_high,fd_scorer_clip,n"
     assert [line.split(",")[:3] for line in curve[1:]] == [["guidance", "1.0", "0.9"], ["guidance", "2.0", "0.9"],
@@ -128,8 +148,10 @@ def test_embed_as_two_workers_writes_what_the_stage_wrote(workdir):
 
 
 def set_param(root, dotted, value):
-    raw = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(with_overrides(raw, {dotted: value}), sort_keys=False))
+    """Change a setting as a user would: in conf/ (what `dvc exp run` composes) and params.yaml."""
+    for name in ("conf/config.yaml", "params.yaml"):
+        raw = yaml.safe_load((root / name).read_text())
+        (root / name).write_text(yaml.safe_dump(with_overrides(raw, {dotted: value}), sort_keys=False))
 
 
 def test_a_tokenizer_param_reruns_only_the_tokenizer_and_downstream(workdir):
@@ -140,12 +162,12 @@ def test_a_tokenizer_param_reruns_only_the_tokenizer_and_downstream(workdir):
                                                           "evaluate"}
 
 
-def test_an_ingest_param_leaves_the_shapes_world_alone(workdir):
+def test_an_ingest_param_leaves_the_world_alone(workdir):
     root, env = workdir
     sh(["dvc", "repro"], root, env)
     set_param(root, "ingest.val_fraction", 0.25)
     output = stages_run(sh(["dvc", "repro"], root, env))
-    assert "shapes" not in output and "ingest" in output
+    assert "world" not in output and "ingest" in output
 
 
 def test_code_and_weights_changes_rerun_the_stages_that_use_them(workdir):
@@ -181,8 +203,7 @@ def test_an_experiment_shows_its_training_live_in_dvc_exp_show_and_plots(workdir
     """Last here: it leaves the workspace at the experiment's params."""
     root, env = workdir
     sh(["dvc", "repro"], root, env)
-    sh(["git", "add", "-A"], root, env)
-    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline"], root, env)
+    commit(root, env, "baseline")
     output = sh(["dvc", "exp", "run", "-S", "train.steps=30"], root, env)
     assert stages_run(output) == {"train", "sample", "tradeoff", "evaluate"}
     shown = json.loads(sh(["dvc", "exp", "show", "--json", "--no-fetch"], root, env))
@@ -195,3 +216,55 @@ def test_an_experiment_shows_its_training_live_in_dvc_exp_show_and_plots(workdir
     points = [row for plot in loss for row in plot["content"]["data"]["values"]]
     assert [int(row["step"]) for row in points] == list(range(5, 31, 5))  # the training steps, each once
     assert "reports/tradeoff.csv" in plots and "reports/tokenizer/plots/metrics/val_psnr.tsv" in plots
+
+
+# What the faces world (conf/world/faces.yaml) sets that MICRO must size down again, after it.
+FACES_MICRO = {**MICRO, "faces.heldout_min_images": 1, "ingest.val_fraction": 0.25,
+               **{f"{clip}.{key}": value for clip in ("clip", "scorer") for key, value in {
+                   "eval_images": 20, "train.images": 200, "train.batch_size": 16}.items()},
+               "judge.width": 4, "judge.steps": 10, "judge.checkpoint_every": 5, "judge.optim.warmup_steps": 2,
+               "tradeoff.samples_per_prompt": 1}
+
+
+def hydra_value(value) -> str:
+    return "null" if value is None else json.dumps(value).replace(" ", "")
+
+
+@pytest.fixture(scope="module")
+def faces_run(tmp_path_factory):
+    """`dvc exp run -S world=faces` (plus the micro sizes) on 1,500 real UTKFace photos where
+    ../shared/data has the archive, else on generated stand-in faces: the wiring is tested either
+    way, on real photos where they can be had."""
+    archive = tmp_path_factory.mktemp("faces") / "faces.tar"
+    real = SHARED_DATA / "utkface-64px.tar"
+    if real.is_file():
+        real_faces_subset(real, archive, n=1500)
+    else:
+        fake_faces_archive(archive, n=400)
+    root = tmp_path_factory.mktemp("faces-repo")
+    env = micro_copy(root)
+    commit(root, env, "baseline")
+    overrides = [f"{key}={hydra_value(value)}" for key, value in FACES_MICRO.items()]
+    output = sh(["dvc", "exp", "run", "-S", "world=faces", "-S", f"world.source={archive}",
+                 *(arg for override in overrides for arg in ("-S", override))], root, env)
+    return root, output
+
+
+def test_the_faces_world_runs_end_to_end_with_one_command(faces_run):
+    root, output = faces_run
+    assert stages_run(output) == set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+    parts = json.loads((root / "data/faces/parts.json").read_text())
+    assert json.loads((root / "reports/world.json").read_text()) == {"world": "faces", **parts}
+    assert parts["clip"] and parts["scorer"] and parts["generator"]
+    assert json.loads((root / "reports/judge.json").read_text())["judge"] == "cnn"
+    card = json.loads((root / "reports/faces/scorecard.json").read_text())
+    assert {"align_gender", "align_age", "align_race", "align_all", "judge_acc_gender", "judge_acc_age",
+            "judge_acc_race", "tokenizer_psnr", "fd_eval_clip", "fd_floor_recon", "clipscore_hessel_best_of_n",
+            "align_heldout_best_of_n_all"} <= set(card)
+    assert "judge CNN" in card["scored_by_alignment"]
+    assert (root / "reports/faces/index.html").stat().st_size > 1000 and (root / "reports/faces/samples.png").is_file()
+    shapes_card = "reports/scorecard.json"  # the shapes world's results are not overwritten
+    assert (root / shapes_card).read_text() == (REPO / shapes_card).read_text()
+    prompts = pd.read_csv(root / "data/prompts.csv", keep_default_na=False)
+    assert len(prompts) >= 60 and prompts["prompt"].str.startswith("a photograph").all()
+    assert (prompts["split"] == "heldout").sum() == 2 * FACES_MICRO.get("faces.heldout_pairs", 2)

@@ -24,6 +24,7 @@ from pipeline.diffusion.model import Conditioning, save_model
 from pipeline.diffusion.transformer import Transformer, TransformerConfig
 from pipeline.evaluate.tradeoff import (COLUMNS, SweepPoint, checker_world, fd_count, prompt_set_rows, run_sweep,
                                         sweep_points)
+from pipeline.judge.checker import RULES
 from pipeline.tokenizer.model import VQGAN, save_vqgan
 from pipeline.worlds.shapes.prompts import shapes_prompts
 from pipeline.worlds.shapes.render import held_out_pairs, render_set
@@ -101,6 +102,8 @@ def tiny_run(tmp_path, params_file, monkeypatch):
                             {})
     vqgan = VQGAN(16, 8, 8, [1, 2, 2], 1, [], 32, norm="none")
     save_vqgan(vqgan, tmp_path / "tokenizer.pt")
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / RULES).write_text("shapes\n")  # the judge stage's marker: the rule checker scores
     config = TransformerConfig(n_codes=16, grid_h=vqgan.grid, grid_w=vqgan.grid, steps=10, clip_dim=8, depth=1,
                                width=32, heads=2)
     save_model(tmp_path / "diffusion.pt", Transformer(config), config, [0.99999, 9.0e-6], [9.0e-6, 0.99999], {},
@@ -114,7 +117,7 @@ def tiny_run(tmp_path, params_file, monkeypatch):
         params = params_file({**settings, **{key.replace("__", "."): value for key, value in overrides.items()}})
         return CliRunner().invoke(app, [
             "tradeoff", "--params", str(params), "--model", "diffusion.pt", "--tokenizer", "tokenizer.pt",
-            "--prompts", "prompts.parquet", "--ingest", "ingest", "--scorer", "unused", "--out", f"{name}.csv",
+            "--prompts", "prompts.parquet", "--ingest", "ingest", "--scorer", "unused", "--judge", "judge", "--out", f"{name}.csv",
             "--report", f"{name}.json"])
 
     return run

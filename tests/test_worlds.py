@@ -16,7 +16,7 @@ from pipeline.worlds.shapes.world import SHAPES_WORLD
 
 
 def test_the_data_columns_pick_the_world():
-    assert WORLDS == {"shapes": SHAPES_WORLD}
+    assert WORLDS["shapes"] is SHAPES_WORLD  # faces: tests/test_faces_world.py
     assert world_of(["id", "image", "caption", "position", "size", "colour", "shape"]) is SHAPES_WORLD
     assert world_of(["id", "image", "caption", "shape", "colour", "size"]) is None
     assert world_of([]) is None

@@ -60,6 +60,16 @@ Precision = Literal["bf16", "fp32"]
 
 
 @dataclass(frozen=True)
+class WorldParams:
+    """Which world the experiment runs on (conf/world/*.yaml sets the rest to suit it)."""
+    name: Literal["shapes", "faces"] = rule(help="shapes: rendered offline; faces: UTKFace photos")
+    source: str = rule(help="what the world stage reads: the shapes renderer's code, or the faces archive",
+                       file="input")
+    data: str = rule(help="the world stage's output folder")
+    reports: str = rule(help="where evaluate writes the scorecard, metrics, report and contact sheet")
+
+
+@dataclass(frozen=True)
 class ShapesParams:
     """The procedurally rendered, captioned default world."""
     n_images: int = rule(ge=1)
@@ -68,6 +78,20 @@ class ShapesParams:
     heldout_pairs: int = rule(ge=0, le=3, help="(shape, colour) pairs the generator never sees; each shape and "
                                                 "colour in at most one")
     heldout_seed: int = rule(ge=0)
+
+
+@dataclass(frozen=True)
+class FacesParams:
+    """Real face photos (a UTKFace archive with labels.csv) split into disjoint parts by a
+    seeded hash of the image id: the CLIP's, the scorer's (the scoring CLIP and the judge) and
+    the generator's (ingest: tokenizer and generator)."""
+    split_seed: int = rule(ge=0)
+    clip_share: float = rule(gt=0, lt=1)
+    scorer_share: float = rule(gt=0, lt=1)
+    heldout_pairs: int = rule(ge=0, le=5, help="(age, race) pairs the generator never sees; each age and race in "
+                                              "at most one")
+    heldout_seed: int = rule(ge=0)
+    heldout_min_images: int = rule(ge=0, help="a held-out pair must have this many photos in the archive")
 
 
 @dataclass(frozen=True)
@@ -134,6 +158,8 @@ class TokenizerParams:
 class ClipTrainParams:
     """Contrastive training of the small offline CLIP on its world's own renders (pretrained: null)."""
     world: str = rule(help="the world whose renderer and captions it trains on (pipeline/worlds/registry.py)")
+    data: str | None = rule(help="a labelled image folder of that world (its own part of the photos); null = "
+                                 "the world's renders")
     images: int = rule(ge=2, help="its own render set, disjoint from the generator's images")
     render_seed: int = rule(ge=0, help="the render stream; differ from shapes.seed and from the other CLIP's")
     seed: int = rule(ge=0)
@@ -158,6 +184,21 @@ class ClipParams:
     device: Device = rule()
     threads: int = rule(ge=0, help=THREADS_HELP)
     train: ClipTrainParams = rule()
+
+
+@dataclass(frozen=True)
+class JudgeParams:
+    """The CLIP-free judge: a world's rule checker, or a small CNN trained on the scorer's labelled part."""
+    data: str | None = rule(help="the labelled folder the CNN trains on; null = the world's rule checker")
+    seed: int = rule(ge=0)
+    width: int = rule(ge=4, help="channels of the first convolution (doubling per level)")
+    steps: int = rule(ge=1)
+    batch_size: int = rule(ge=1)
+    optim: OptimParams = rule()
+    val_fraction: float = rule(gt=0, lt=1, help="held out of its folder by a hash of the image id")
+    checkpoint_every: int = rule(ge=1)
+    device: Device = rule()
+    threads: int = rule(ge=0, help=THREADS_HELP)
 
 
 @dataclass(frozen=True)
@@ -253,11 +294,14 @@ class DistributedParams:
 
 @dataclass(frozen=True)
 class Params:
+    world: WorldParams
     shapes: ShapesParams
+    faces: FacesParams
     ingest: IngestParams
     tokenizer: TokenizerParams
     clip: ClipParams  # conditions the generator (embed stage)
     scorer: ClipParams  # scores the samples (evaluate stage), never conditions
+    judge: JudgeParams
     embed: EmbedParams
     train: TrainParams
     sample: SampleParams

@@ -26,6 +26,7 @@ from pipeline.diffusion.generate import Decode, generate_images, settings_from
 from pipeline.diffusion.process import Schedule
 from pipeline.evaluate.metrics import fd_embedding
 from pipeline.evaluate.scoring import Embed, alignment, prompt_sets
+from pipeline.judge.checker import Checker
 from pipeline.worlds.base import World
 from pipeline.worlds.registry import world_of
 
@@ -79,10 +80,10 @@ def real_sets(val: pa.Table, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def checker_world(data_columns: Iterable[str], prompt_columns: Iterable[str]) -> World | None:
-    """The world of the data when it has a CLIP-free checker and the prompts carry its labels;
+    """The world of the data when the prompts carry its labels (its judge scores alignment);
     None: alignment is left blank."""
     world = world_of(data_columns)
-    if world is None or world.classify is None or not set(world.attributes) <= set(prompt_columns):
+    if world is None or not set(world.attributes) <= set(prompt_columns):
         return None
     return world
 
@@ -104,7 +105,8 @@ class Scoring:
     embed: Embed  # the scoring CLIP's image embedding
     reference: torch.Tensor  # N real held-out images
     prompts: pd.DataFrame  # the prompts sampled, in order, with their label columns
-    world: World | None  # None: no checker, alignment left blank
+    classify: Checker | None  # the world's CLIP-free judge; None: alignment left blank
+    names: list[str]  # the attributes it reads
     batch_size: int
 
 
@@ -120,9 +122,9 @@ def score_point(images: torch.Tensor, scoring: Scoring) -> dict[str, float | int
     n = len(scoring.reference)
     row: dict[str, float | int] = {"fd_scorer_clip": _fd(images.transpose(0, 1).flatten(0, 1)[:n], scoring),
                                    "n": images.shape[0] * images.shape[1]}
-    if scoring.world is not None:
+    if scoring.classify is not None:
         labels = scoring.prompts.iloc[np.repeat(np.arange(images.shape[0]), images.shape[1])]
-        figures = alignment(scoring.world, labels, images.flatten(0, 1))
+        figures = alignment(scoring.classify, scoring.names, labels, images.flatten(0, 1))
         row |= {"align_all": figures["all"], "align_low": figures["all_ci95"][0], "align_high": figures["all_ci95"][1]}
     return row
 

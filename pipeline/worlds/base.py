@@ -47,3 +47,24 @@ class World:
     def attribute_combinations(self) -> list[dict[str, str]]:
         """Every combination of attribute values (the zero-shot classes), in a fixed order."""
         return [dict(zip(self.attributes, values)) for values in itertools.product(*self.attributes.values())]
+
+
+def balanced_combinations(combos: Sequence[dict[str, str]], count: int, attributes: Mapping[str, tuple[str, ...]],
+                          rng: np.random.Generator) -> list[dict[str, str]]:
+    """``count`` distinct combinations from ``combos`` with each attribute value about equally
+    often (so a prompt set favours no value): greedy picks in a seeded random order, the caps
+    loosened until enough fit."""
+    count = min(count, len(combos))
+    for slack in range(count + 1):
+        limits = {name: -(-count // len(values)) + slack for name, values in attributes.items()}
+        used = {name: dict.fromkeys(values, 0) for name, values in attributes.items()}
+        chosen = []
+        for index in rng.permutation(len(combos)):
+            combo = combos[index]
+            if all(used[n][combo[n]] < limits[n] for n in combo):
+                chosen.append(combo)
+                for n in combo:
+                    used[n][combo[n]] += 1
+            if len(chosen) == count:
+                return chosen
+    raise AssertionError("unreachable: with no caps every combination fits")

@@ -20,9 +20,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pipeline.worlds.base import World
+from pipeline.worlds.faces.world import FACES_WORLD
 from pipeline.worlds.shapes.world import SHAPES_WORLD
 
-WORLDS: dict[str, World] = {"shapes": SHAPES_WORLD}
+WORLDS: dict[str, World] = {"shapes": SHAPES_WORLD, "faces": FACES_WORLD}
 
 
 def world_of(columns: Iterable[str]) -> World | None:

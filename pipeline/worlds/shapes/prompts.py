@@ -15,29 +15,11 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from pipeline.worlds.base import balanced_combinations
 from pipeline.worlds.shapes.captions import NEW_TEMPLATES, TRAIN_TEMPLATES, describe
 from pipeline.worlds.shapes.render import ATTRIBUTES, Pair
 
 NAMES = list(ATTRIBUTES)
-
-
-def _balanced(combos: list[dict[str, str]], count: int, rng: np.random.Generator) -> list[dict[str, str]]:
-    """``count`` distinct combinations from ``combos`` with each attribute value about equally
-    often: greedy picks in a seeded random order, the caps loosened until enough fit."""
-    count = min(count, len(combos))
-    for slack in range(count + 1):
-        limits = {name: -(-count // len(values)) + slack for name, values in ATTRIBUTES.items()}
-        used = {name: dict.fromkeys(values, 0) for name, values in ATTRIBUTES.items()}
-        chosen = []
-        for index in rng.permutation(len(combos)):
-            combo = combos[index]
-            if all(used[n][combo[n]] < limits[n] for n in combo):
-                chosen.append(combo)
-                for n in combo:
-                    used[n][combo[n]] += 1
-            if len(chosen) == count:
-                return chosen
-    raise AssertionError("unreachable: with no caps every combination fits")
 
 
 def _row(attributes: dict[str, str], text: str, prompt_set: str, split: str) -> dict[str, str]:
@@ -51,12 +33,13 @@ def shapes_prompts(heldout: list[Pair], seen: int = 30, new_wording: int = 12, p
     excluded = set(heldout)
     combos = [dict(zip(NAMES, values)) for values in itertools.product(*ATTRIBUTES.values())]
     seen_combos = [c for c in combos if (c["shape"], c["colour"]) not in excluded]
-    rows = [_row(c, describe(c, TRAIN_TEMPLATES[0]), "canonical", "seen") for c in _balanced(seen_combos, seen, rng)]
+    rows = [_row(c, describe(c, TRAIN_TEMPLATES[0]), "canonical", "seen")
+            for c in balanced_combinations(seen_combos, seen, ATTRIBUTES, rng)]
     rows += [_row(c, describe(c, TRAIN_TEMPLATES[0]), "canonical", "heldout")
              for c in combos if (c["shape"], c["colour"]) in excluded]
-    for i, combo in enumerate(_balanced(seen_combos, new_wording, rng)):
+    for i, combo in enumerate(balanced_combinations(seen_combos, new_wording, ATTRIBUTES, rng)):
         rows.append(_row(combo, describe(combo, NEW_TEMPLATES[i % len(NEW_TEMPLATES)]), "new_wording", "seen"))
-    for i, combo in enumerate(_balanced(seen_combos, partial, rng)):
+    for i, combo in enumerate(balanced_combinations(seen_combos, partial, ATTRIBUTES, rng)):
         named = sorted(rng.choice(len(NAMES), size=1 + i % 3, replace=False))  # one, two, three in turn
         part = {NAMES[j]: combo[NAMES[j]] for j in named}
         rows.append(_row(part, describe(part, TRAIN_TEMPLATES[0]), "partial", "seen"))
