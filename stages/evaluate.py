@@ -74,6 +74,7 @@ def main(
     fd_rows = np.flatnonzero(sets.get("seen", sets.get("all")))[:n]  # seen combinations: what the reference shows
     reference = decode_pngs(val.slice(0, n)["image"].to_pylist())
     others = val.slice(n, len(fd_rows))  # the floors, at the generated N: real, reconstructions, scrambled codes
+    other_images = decode_pngs(others["image"].to_pylist())
     vqgan = load_vqgan(tokenizer)
     codes = read_vectors(tokens, "codes", "val")
     row = {image_id: i for i, image_id in enumerate(codes.ids)}
@@ -87,8 +88,7 @@ def main(
         "scored_by": {"frechet": scorer_name if weights is None else f"torch-fidelity inception-v3-compat {weights}",
                       "clipscore": scorer_name, "alignment": "none: the data carry no world's labels"},
         "frechet": {"samples": frechet(images[torch.from_numpy(fd_rows)], reference, embed, weights, batch),
-                    "real_vs_real": frechet(decode_pngs(others["image"].to_pylist()), reference, embed, weights,
-                                            batch),
+                    "real_vs_real": frechet(other_images, reference, embed, weights, batch),
                     "reconstructions": frechet(reconstructions, reference, embed, weights, batch),
                     "scrambled_token_baseline": frechet(decode_all(vqgan, scrambled_grids(other_codes, seed=0), 256),
                                                         reference, embed, weights, batch)},
@@ -104,8 +104,7 @@ def main(
                                              else f"the judge CNN {judge} (CLIP-free)")
         metrics["alignment"] = text_alignment(world, classify, index, images, cosine, full, real_labels)
         other_labels = others.select(names).to_pandas()
-        metrics["checker"] = {"real_heldout": judge_accuracy(classify, names, decode_pngs(others["image"].to_pylist()),
-                                                             other_labels),
+        metrics["checker"] = {"real_heldout": judge_accuracy(classify, names, other_images, other_labels),
                               "reconstructions": judge_accuracy(classify, names, reconstructions, other_labels)}
         if world.checker_accuracy is not None:
             metrics["checker"]["fresh_renders"] = world.checker_accuracy(evaluate.checker_images,

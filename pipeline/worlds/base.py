@@ -68,3 +68,42 @@ def balanced_combinations(combos: Sequence[dict[str, str]], count: int, attribut
             if len(chosen) == count:
                 return chosen
     raise AssertionError("unreachable: with no caps every combination fits")
+
+
+def evaluation_prompts(attributes: Mapping[str, tuple[str, ...]], describe: Callable[[Attributes, str], str],
+                       canonical: str, new_templates: Sequence[str], heldout_columns: tuple[str, str],
+                       heldout: Sequence[tuple[str, str]], seen: int, new_wording: int, partial: int,
+                       seed: int) -> pd.DataFrame:
+    """A world's four evaluation prompt sets, each testing one thing, with the labels its judge
+    scores against, as a frame: prompt, the attribute columns, set, split.
+
+    - ``canonical`` / ``seen``: ``seen`` balanced combinations the generator trained on, in the
+      ``canonical`` template;
+    - ``canonical`` / ``heldout``: every combination whose ``heldout_columns`` values are a
+      ``heldout`` pair, which the generator never saw together;
+    - ``new_wording``: seen combinations in ``new_templates``, sentence structures the CLIP never
+      trained on;
+    - ``partial``: one to n-1 attributes named in turn; unnamed label columns are empty (unscored).
+    """
+    rng = np.random.default_rng(seed)
+    names = list(attributes)
+    excluded = set(heldout)
+
+    def row(named: Attributes, text: str, prompt_set: str, split: str) -> dict[str, str]:
+        return {"prompt": text, **{name: named.get(name, "") for name in names}, "set": prompt_set, "split": split}
+
+    def held_out(combo: Attributes) -> bool:
+        return tuple(combo[column] for column in heldout_columns) in excluded
+
+    combos = [dict(zip(names, values)) for values in itertools.product(*attributes.values())]
+    seen_combos = [c for c in combos if not held_out(c)]
+    rows = [row(c, describe(c, canonical), "canonical", "seen")
+            for c in balanced_combinations(seen_combos, seen, attributes, rng)]
+    rows += [row(c, describe(c, canonical), "canonical", "heldout") for c in combos if held_out(c)]
+    for i, combo in enumerate(balanced_combinations(seen_combos, new_wording, attributes, rng)):
+        rows.append(row(combo, describe(combo, new_templates[i % len(new_templates)]), "new_wording", "seen"))
+    for i, combo in enumerate(balanced_combinations(seen_combos, partial, attributes, rng)):
+        named = sorted(rng.choice(len(names), size=1 + i % (len(names) - 1), replace=False))
+        part = {names[j]: combo[names[j]] for j in named}
+        rows.append(row(part, describe(part, canonical), "partial", "seen"))
+    return pd.DataFrame(rows)
