@@ -46,17 +46,23 @@ def main() -> None:
         run(encoder, ingest, args, device, Path(tmp))
 
 
+@torch.inference_mode()
+def bare_seconds(encoder: ClipEncoder, pixels: torch.Tensor, device: torch.device) -> float:
+    """Seconds of a bare `encode_image` loop over preprocessed ``pixels`` in memory, in the
+    encoder's batches and input dtype, after a one-batch warm-up."""
+    batch = encoder.batch_size
+    encoder.model.encode_image(pixels[:batch].to(device, encoder.input_dtype))  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(pixels), batch):
+        encoder.model.encode_image(pixels[i:i + batch].to(device, encoder.input_dtype))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def run(encoder: ClipEncoder, ingest: Path, args: argparse.Namespace, device: torch.device, tmp: Path) -> None:
     _, images = load_images(ingest)
-    pixels = preprocess_images(encoder.model, images)
-    with torch.inference_mode():
-        encoder.model.encode_image(pixels[:args.batch_size].to(device))  # warm-up
-        start = time.perf_counter()
-        for i in range(0, len(pixels), args.batch_size):
-            encoder.model.encode_image(pixels[i:i + args.batch_size].to(device))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        bare = time.perf_counter() - start
+    bare = bare_seconds(encoder, preprocess_images(encoder.model, images), device)
 
     start = time.perf_counter()
     rows = cache_ingest_shards(ingest, tmp / "embeddings", "embedding", encoder.embed_images,

@@ -5,6 +5,8 @@ CPU or CUDA unchanged (each script prints the device it used). On a CPU that oth
 share, --threads 1 gives steadier figures: several threads then wait on each other at
 every operation.
 
+A `## GPU: <device>` section that bench/gpu.py wrote into the file is kept.
+
 Usage: python bench/report.py [--out reports/bench.md] [--threads N]
 """
 
@@ -19,6 +21,9 @@ import sys
 from pathlib import Path
 
 import torch
+
+from gpu import split_gpu_part, with_gpu_part  # bench/ is sys.path[0] when this script runs
+from pipeline.core.atomic import write_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = (  # (title, command line): a few minutes on a 2-core CPU
@@ -64,8 +69,9 @@ def main() -> None:
         if run.returncode:
             sys.exit(f"{shown} failed:\n{run.stderr}")
         parts += [f"## {title}", "", f"`{shown}`", "", run.stdout.strip(), ""]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(parts))
+    text = "\n".join(parts)
+    gpu = split_gpu_part(args.out.read_text())[2] if args.out.exists() else ""
+    write_bytes(args.out, (with_gpu_part(text, gpu) if gpu else text).encode())  # bench/gpu.py's part stays
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -19,8 +19,18 @@ import torch
 
 from pipeline.core.device import resolve_device
 from pipeline.core.params import load_params
-from pipeline.tokenizer.model import encode_all
+from pipeline.tokenizer.model import VQGAN, encode_all
 from pipeline.tokenizer.train import build_vqgan, train_tokenizer
+
+
+def encoding_rate(model: VQGAN, images: torch.Tensor, batch_size: int, device: torch.device) -> float:
+    """Images/s of the token cache's hard (argmax) path, `encode_all`, after a one-batch warm-up."""
+    encode_all(model, images[:batch_size], batch_size)  # warm-up
+    start = time.perf_counter()
+    encode_all(model, images, batch_size)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(images) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -44,12 +54,7 @@ def main() -> None:
     train_rate = (2 + args.steps) * params.batch_size / seconds
 
     model = build_vqgan(params, args.resolution).to(device)
-    encode_all(model, images[:params.encode_batch_size], params.encode_batch_size)  # warm-up
-    start = time.perf_counter()
-    encode_all(model, images[:args.encode], params.encode_batch_size)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    encode_rate = args.encode / (time.perf_counter() - start)
+    encode_rate = encoding_rate(model, images[:args.encode], params.encode_batch_size, device)
 
     parameters = sum(p.numel() for p in result.model.parameters())
     print(f"\ntokenizer at {args.resolution} px, grid {result.model.grid}x{result.model.grid}, K={params.n_codes}, "

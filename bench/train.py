@@ -20,16 +20,17 @@ from pipeline.core.device import resolve_device
 from pipeline.core.params import TrainParams, load_params
 from pipeline.core.training import Prefetcher, batch_indices
 from pipeline.diffusion.pseudo_text import ConditionMeans
-from pipeline.diffusion.train import build_trainer, model_config, train_step
+from pipeline.diffusion.train import Trainer, build_trainer, model_config, train_step
 from pipeline.diffusion.transformer import Transformer, TransformerConfig, flops_per_step
 from pipeline.tokenizer.model import downsampling_factor
 
 CLIP_DIM = 128  # the shapes CLIP's embedding width (pipeline/clip/configs)
 
 
-def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of the fastest of ``repeats`` fp32 matmuls (the best case, robust to a busy machine)."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10,
+                dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of the fastest of ``repeats`` matmuls in ``dtype`` (the best case, robust to a busy machine)."""
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -43,15 +44,22 @@ def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> fl
     return 2 * size**3 / best
 
 
-def bench(params: TrainParams, cfg: TransformerConfig, steps: int, device: torch.device) -> tuple[float, float]:
-    """(images/s, achieved FLOP/s) of full training steps (noise, forward, backward, AdamW, EMA)
-    of ``params.batch_size`` images drawn from four batches' worth of random codes."""
+def random_training(params: TrainParams, cfg: TransformerConfig, device: torch.device) -> tuple[Trainer, Prefetcher]:
+    """The train stage's trainer for ``cfg`` and a loader of ``params.batch_size`` images a step,
+    drawn from four batches' worth of random codes and unit embeddings."""
     batch = params.batch_size
     codes = torch.randint(0, cfg.n_codes, (4 * batch, cfg.grid_h, cfg.grid_w))
     embeddings = torch.nn.functional.normalize(torch.randn(4 * batch, cfg.clip_dim), dim=-1)
     loader = Prefetcher([codes, embeddings], lambda step: batch_indices(len(codes), batch, step, params.seed), device)
     text = torch.nn.functional.normalize(torch.randn(cfg.clip_dim), dim=0)  # C3's text mean, when params ask for C3
-    trainer = build_trainer(params, cfg, device, ConditionMeans(image=embeddings.mean(0), text=text))
+    return build_trainer(params, cfg, device, ConditionMeans(image=embeddings.mean(0), text=text)), loader
+
+
+def bench(params: TrainParams, cfg: TransformerConfig, steps: int, device: torch.device) -> tuple[float, float]:
+    """(images/s, achieved FLOP/s) of full training steps (noise, forward, backward, AdamW, EMA)
+    of ``params.batch_size`` images drawn from four batches' worth of random codes."""
+    batch = params.batch_size
+    trainer, loader = random_training(params, cfg, device)
     train_step(trainer, loader, 0, params)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -7,18 +7,14 @@ import pytest
 import yaml
 from dvc.utils.hydra import compose_and_dump
 
-from pipeline.core.params import load_params
+from pipeline.core.conf import compose
 from tests.conftest import REPO
 
 
-def compose(tmp_path: Path, *overrides: str) -> Path:
-    out = tmp_path / "params.yaml"
-    compose_and_dump(out, str(REPO / "conf"), None, "config", "", list(overrides))
-    return out
-
-
 def test_params_yaml_is_what_dvc_exp_run_composes_by_default(tmp_path):
-    composed = yaml.safe_load(compose(tmp_path).read_text())
+    out = tmp_path / "params.yaml"
+    compose_and_dump(out, str(REPO / "conf"), None, "config", "", [])
+    composed = yaml.safe_load(out.read_text())
     assert composed == yaml.safe_load((REPO / "params.yaml").read_text()), (
         "params.yaml differs from conf/: edit conf/ and rerun `dvc exp run` (or compose it) so they agree")
 
@@ -28,14 +24,14 @@ def test_dvc_composes_with_hydra():
 
 
 @pytest.mark.parametrize("world", sorted(p.stem for p in (REPO / "conf/world").glob("*.yaml")))
-def test_every_world_composes_into_valid_params(tmp_path, world):
-    params = load_params(compose(tmp_path, f"world={world}"))
+def test_every_world_composes_into_valid_params(world):
+    params = compose(REPO / "conf", f"world={world}")
     assert params.world.name == world
     assert params.clip.train.world == params.scorer.train.world == world
 
 
-def test_the_faces_world_keeps_its_parts_apart(tmp_path):
-    params = load_params(compose(tmp_path, "world=faces"))
+def test_the_faces_world_keeps_its_parts_apart():
+    params = compose(REPO / "conf", "world=faces")
     data = Path(params.world.data)
     assert params.ingest.source == str(data / "generator")
     assert (params.clip.train.data, params.scorer.train.data) == (str(data / "clip"), str(data / "scorer"))
