@@ -30,12 +30,14 @@ from diffusers import VQDiffusionScheduler
 
 from pipeline.core.device import resolve_device
 from pipeline.core.params import Params, load_params
-from pipeline.diffusion.generate import generate_images, settings_from
+from pipeline.diffusion.generate import DiffusionGenerator
 from pipeline.diffusion.model import noise_schedule
 from pipeline.diffusion.process import LOG_ZERO, Schedule, log_posterior, q_sample
 from pipeline.diffusion.sampler import posterior_step
 from pipeline.diffusion.train import model_config
 from pipeline.diffusion.transformer import Transformer
+from pipeline.generator.conditioning import Conditioning
+from pipeline.generator.sampling import generate_images, settings_from
 from pipeline.tokenizer.model import decode_all, downsampling_factor
 from pipeline.tokenizer.train import build_vqgan
 
@@ -108,10 +110,12 @@ def sampling_rate(params: Params, prompts: int, repeats: int, device: torch.devi
     vqgan = build_vqgan(params.tokenizer, params.ingest.resolution).to(device).eval()
     schedule = noise_schedule(n_codes, train.diffusion_steps, train.abar_range, train.gbar_range)
     conditions = F.normalize(torch.randn(prompts, CLIP_DIM, device=device), dim=-1)
+    generator = DiffusionGenerator(model, schedule, lambda codes: decode_all(vqgan, codes, 256),
+                                   Conditioning("none", 0.0, None))
 
     def run(n_prompts: int, per_prompt: int, steps: int | None) -> None:
-        generate_images(model, schedule, lambda codes: decode_all(vqgan, codes, 256), conditions[:n_prompts],
-                        per_prompt, settings_from(sample, steps), sample.seed, desc=f"sample, {steps or 'all'} steps")
+        generate_images(generator, conditions[:n_prompts], per_prompt, settings_from(sample, steps), sample.seed,
+                        desc=f"sample, {steps or 'all'} steps")
 
     run(1, 1, 2)  # warm-up
     images = prompts * sample.samples_per_prompt

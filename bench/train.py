@@ -19,7 +19,7 @@ import torch
 from pipeline.core.device import resolve_device
 from pipeline.core.params import TrainParams, load_params
 from pipeline.core.training import Prefetcher, batch_indices
-from pipeline.diffusion.pseudo_text import ConditionMeans
+from pipeline.generator.pseudo_text import ConditionMeans
 from pipeline.diffusion.train import Trainer, build_trainer, model_config, train_step
 from pipeline.diffusion.transformer import Transformer, TransformerConfig, flops_per_step
 from pipeline.tokenizer.model import downsampling_factor

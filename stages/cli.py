@@ -12,8 +12,8 @@ if not sys.stderr.isatty():
 
 import typer  # noqa: E402
 
-from stages import (ablation, clip, embed, evaluate, generate, ingest, judge, prompts, sample, scorer,  # noqa: E402
-                    tokenizer, tradeoff, train, world)
+from stages import (ablation, clip, compare, embed, evaluate, generate, ingest, judge, prompts, sample,  # noqa: E402
+                    scorer, tokenizer, tradeoff, train, world)
 
 app = typer.Typer(
     help="Language-free text-to-image training: each command is one DVC stage (see dvc.yaml).",
@@ -35,3 +35,4 @@ app.command("tradeoff")(tradeoff.main)
 app.command("evaluate")(evaluate.main)
 app.command("generate")(generate.main)
 app.command("ablation")(ablation.main)
+app.command("compare")(compare.main)

@@ -14,7 +14,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.params import load_params
 from pipeline.data.shards import decode_pngs, read_table
 from pipeline.data.vectors import read_vectors
-from pipeline.diffusion.sample_set import FULL_T
+from pipeline.generator.sample_set import FULL_T
 from pipeline.evaluate.report import build_report, read_tradeoff, svg_tradeoff, tradeoff_table
 from pipeline.evaluate.scorecard import headlines, scorecard
 from pipeline.evaluate.scoring import (clip_cosines, clip_score_summary, frechet, inception_for_fid, load_samples,

@@ -7,11 +7,10 @@ import typer
 from pipeline.clip.weights import TRAINED_CLIP, load_encoder
 from pipeline.core.device import resolve_device, use_threads
 from pipeline.core.params import load_params
-from pipeline.diffusion.generate import generate_images, settings_from
-from pipeline.diffusion.model import load_model
+from pipeline.generator.sampling import generate_images, settings_from
+from pipeline.generator.load import load_generator
 from pipeline.diffusion.prompt_grid import parse_prompts, write_generated
-from pipeline.diffusion.pseudo_text import inference_condition
-from pipeline.tokenizer.model import decode_all, load_vqgan
+from pipeline.generator.pseudo_text import inference_condition
 from stages.common import ParamsOption, user_errors
 
 
@@ -27,7 +26,7 @@ def main(
     seed: Annotated[int, typer.Option(help="Sampling seed; each prompt draws from its own stream of it.")] = 0,
     params: ParamsOption = Path("params.yaml"),
     model_path: Annotated[Path, typer.Option("--model", help="The train stage's model.")] = Path(
-        "models/diffusion.pt"),
+        "models/generator.pt"),
     tokenizer: Annotated[Path, typer.Option(help="The tokenizer stage's model.")] = Path("models/tokenizer.pt"),
     clip_dir: Annotated[Path, typer.Option("--clip", help="The clip stage's folder (unless clip.pretrained).")] = Path(
         "models/clip"),
@@ -43,12 +42,10 @@ def main(
             raise typer.BadParameter(f"{path} does not exist; make it with `dvc repro {stage}`", param_hint=option)
     use_threads(settings.sample.threads)
     device = resolve_device(settings.sample.device)
-    model, schedule, _, conditioning = load_model(model_path, device)
-    vqgan = load_vqgan(tokenizer, device)
+    model = load_generator(model_path, tokenizer, device)
     text = torch.from_numpy(load_encoder(settings.clip, clip_dir).embed_texts(texts))
-    embeddings = inference_condition(text, conditioning.mode, conditioning.means).to(device)
-    images, _ = generate_images(model, schedule, lambda codes: decode_all(vqgan, codes, 256), embeddings, n,
-                                settings_from(settings.sample, settings.sample.steps), seed)
+    embeddings = inference_condition(text, model.conditioning.mode, model.conditioning.means)
+    images, _ = generate_images(model, embeddings, n, settings_from(settings.sample, settings.sample.steps), seed)
     patterns, grid = write_generated(out, texts, images)
     typer.echo(f"wrote {n} images for each of {len(texts)} prompts to {out}/")
     for pattern, text in zip(patterns, texts):

@@ -12,12 +12,11 @@ from pipeline.core.device import resolve_device, use_threads
 from pipeline.core.params import load_params
 from pipeline.data.shards import read_table
 from pipeline.data.vectors import read_prompt_embeddings
-from pipeline.diffusion.model import load_model
-from pipeline.diffusion.pseudo_text import inference_condition, setting_name
+from pipeline.generator.load import load_generator
+from pipeline.generator.pseudo_text import inference_condition, setting_name
 from pipeline.evaluate.tradeoff import (COLUMNS, Scoring, checker_world, draw_point, fd_count, prompt_set_rows,
                                         real_floor, real_sets, run_sweep, score_point, sweep_points)
 from pipeline.judge.checker import load_checker
-from pipeline.tokenizer.model import decode_all, load_vqgan
 from stages.common import ParamsOption, user_errors
 
 
@@ -25,7 +24,7 @@ from stages.common import ParamsOption, user_errors
 def main(
     params: ParamsOption = Path("params.yaml"),
     model_path: Annotated[Path, typer.Option("--model", help="The trained diffusion model.")] = Path(
-        "models/diffusion.pt"),
+        "models/generator.pt"),
     tokenizer: Annotated[Path, typer.Option(help="The trained tokenizer.")] = Path("models/tokenizer.pt"),
     prompts: Annotated[Path, typer.Option(help="Prompt text embeddings (embed stage).")] = Path(
         "data/prompt_embeddings.parquet"),
@@ -52,11 +51,12 @@ def main(
     val = read_table(ingest, None, "val")
     reference, others = real_sets(val, n)
     scorer = load_encoder(settings.scorer, scorer_dir)
-    model, schedule, _, conditioning = load_model(model_path, device)
-    vqgan = load_vqgan(tokenizer, device)
+    model = load_generator(model_path, tokenizer, device)
+    conditioning = model.conditioning
+    if not model.uses_guidance:  # its guidance line would repeat one point
+        points = [point for point in points if point.sweep != "guidance" or point.guidance == sample.guidance]
     conditions = inference_condition(torch.from_numpy(text.copy()), conditioning.mode, conditioning.means)
-    draw = functools.partial(draw_point, model, schedule, lambda codes: decode_all(vqgan, codes, 256),
-                             conditions.to(device), sample, tradeoff.samples_per_prompt, tradeoff.seed)
+    draw = functools.partial(draw_point, model, conditions, sample, tradeoff.samples_per_prompt, tradeoff.seed)
     world = checker_world(val.column_names, frame.columns)
     classify = load_checker(world, judge, device) if world is not None else None
     scoring = Scoring(scorer.embed_images, reference, frame, classify, list(world.attributes) if world else [],
@@ -67,7 +67,7 @@ def main(
     write_json(report, {
         "fd_floor_real": floor, "fd_n": n, "samples_per_point": per_point, "points": len(points),
         "prompt_set": tradeoff.prompt_set, "prompts": len(frame), "samples_per_prompt": tradeoff.samples_per_prompt,
-        "steps": sample.steps or schedule.steps, "seed": tradeoff.seed,
+        "steps": sample.steps or model.full_steps, "generator": model.kind, "seed": tradeoff.seed,
         "pseudo_text": setting_name(conditioning.mode, conditioning.scale),
         "scored_by": {"frechet": f"{scorer.model_name} {scorer.checkpoint_id} (scorer)",
                       "alignment": "the world's CLIP-free judge" if world else "none: no checker for this data"},

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from pipeline.core import distributed
-from pipeline.diffusion.train import load_training_data, train_diffusion
+from pipeline.diffusion.train import train_diffusion
+from pipeline.generator.data import load_training_data
 from pipeline.tokenizer.train import train_tokenizer
 from tests.test_diffusion_train import tiny_params as tiny_train_params
 from tests.test_tokenizer_train import images

@@ -17,7 +17,7 @@ from pipeline.clip.pretrain import clip_images, trainable_world
 from pipeline.clip.train import (evaluate_clip, modality_gap, multi_positive_loss, pseudo_text_cosines,
                                  retrieval_accuracy, save_clip, train_clip, zero_shot_accuracy)
 from pipeline.core.errors import UserError
-from pipeline.diffusion.pseudo_text import ABLATION
+from pipeline.generator.pseudo_text import ABLATION
 from pipeline.core.checksum import sha256_file
 from pipeline.core.params import ClipTrainParams, OptimParams
 from pipeline.worlds.shapes.render import caption, render_example

@@ -17,7 +17,8 @@ from pipeline.core.training import list_checkpoints, load_latest_checkpoint
 from pipeline.data.shards import SHARD_PATTERN
 from pipeline.data.vectors import vectors_table, write_table
 from pipeline.diffusion.model import Conditioning, load_model, save_model
-from pipeline.diffusion.train import load_training_data, train_diffusion, with_text_mean
+from pipeline.diffusion.train import train_diffusion
+from pipeline.generator.data import load_training_data, with_text_mean
 from pipeline.evaluate.report import read_curve
 from tests.conftest import REPO, make_params
 

@@ -13,7 +13,8 @@ import torch
 from pipeline.core import distributed
 from pipeline.core.errors import UserError
 from pipeline.core.training import list_checkpoints
-from pipeline.diffusion.train import load_training_data, train_diffusion
+from pipeline.diffusion.train import train_diffusion
+from pipeline.generator.data import load_training_data
 from pipeline.tokenizer.model import gumbel_noise, to_model_range
 from pipeline.tokenizer.train import build_vqgan, train_tokenizer
 from tests.conftest import REPO

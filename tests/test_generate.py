@@ -13,7 +13,7 @@ from pipeline.clip.train import save_clip
 from pipeline.clip.weights import TRAINED_CLIP
 from pipeline.diffusion.model import Conditioning, save_model
 from pipeline.diffusion.prompt_grid import PAD, labelled_grid, parse_prompts
-from pipeline.diffusion.pseudo_text import ConditionMeans
+from pipeline.generator.pseudo_text import ConditionMeans
 from pipeline.diffusion.transformer import Transformer, TransformerConfig
 from pipeline.tokenizer.model import VQGAN, save_vqgan
 from stages.cli import app

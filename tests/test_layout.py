@@ -10,10 +10,13 @@ from tests.conftest import REPO
 from tests.import_graph import closure, imported_files
 
 TRAINING = {REPO / "pipeline" / p for p in ("core/training.py", "tokenizer/train.py", "tokenizer/losses.py",
-                                            "clip/train.py", "diffusion/train.py", "judge/train.py")}
+                                            "clip/train.py", "diffusion/train.py", "judge/train.py",
+                                            "clipgen/train.py", "lafite/train.py", "lafite/losses.py",
+                                            "generator/data.py")}
 INFERENCE = [REPO / "stages" / f"{name}.py" for name in ("sample", "tradeoff", "evaluate", "generate")]
 MODELS = [REPO / "pipeline" / p for p in ("tokenizer/model.py", "diffusion/transformer.py", "diffusion/model.py",
-                                          "clip/encoder.py", "judge/model.py")]
+                                          "clip/encoder.py", "judge/model.py", "clipgen/model.py",
+                                          "lafite/model.py", "generator/files.py")]
 FORBIDDEN_IN_MODELS = {REPO / "pipeline/core/params.py", REPO / "pipeline/core/distributed.py"}
 SHARED_STAGE_MODULES = {REPO / "stages" / name for name in ("common.py", "__init__.py")}
 

@@ -28,6 +28,9 @@ MICRO = {
     "train.depth": 1, "train.width": 32, "train.heads": 2, "train.diffusion_steps": 10, "train.steps": 20,
     "train.batch_size": 16, "train.optim.warmup_steps": 2, "train.checkpoint_every": 10, "train.log_every": 5,
     "train.t_min_count": 2,
+    "train.lafite.z_dim": 8, "train.lafite.w_dim": 16, "train.lafite.mapping_layers": 1,
+    "train.lafite.channel_base": 64, "train.lafite.channel_max": 16, "train.lafite.r1_every": 2,
+    "train.clipgen.depth": 1, "train.clipgen.width": 32, "train.clipgen.heads": 2,
     "sample.samples_per_prompt": 2, "sample.steps": 5, "sample.full_steps_prompts": 2,
     "evaluate.fd_images": 10, "evaluate.checker_images": 50, "evaluate.batch_size": 32,
     "evaluate.inception_weights": None,  # the CLIP-space distances online too: no Inception on CPU here
@@ -99,7 +102,7 @@ def test_repro_runs_every_stage_then_is_up_to_date(workdir):
     report = yaml.safe_load((root / "reports/ingest.json").read_text())
     assert report["kept"] == MICRO["shapes.n_images"]
     assert len(list((root / "data/ingest").glob("part-*.parquet"))) == 3
-    for output in ("models/tokenizer.pt", "models/clip/clip.pt", "models/scorer/clip.pt", "models/diffusion.pt",
+    for output in ("models/tokenizer.pt", "models/clip/clip.pt", "models/scorer/clip.pt", "models/generator.pt",
                    "data/prompts.csv", "data/tokens",
                    "data/embeddings", "data/prompt_embeddings.parquet", "reports/tokenizer_recon.png"):
         assert (root / output).exists(), output
@@ -182,21 +185,42 @@ def test_code_and_weights_changes_rerun_the_stages_that_use_them(workdir):
     assert stages_run(sh(["dvc", "repro"], root, env)) >= {"tokenizer", "clip", "scorer", "embed", "evaluate"}
 
 
-def test_the_ablation_command_scores_every_setting_and_keeps_finished_ones(workdir):
+def test_the_ablation_command_scores_its_settings_and_keeps_finished_ones(workdir):
     root, env = workdir
     sh(["dvc", "repro"], root, env)
-    sh(["t2i", "ablation", "--steps", "10", "--samples", "2"], root, env)
+    ablation = ["t2i", "ablation", "--steps", "10", "--samples", "2", "--setting", "none", "--setting", "c3-0.5"]
+    sh(ablation, root, env)
     table = yaml.safe_load((root / "reports/ablation.json").read_text())
-    assert list(table) == ["none", "clipvq-0.25", "clipvq-0.5", "clipvq-0.75", "lafite-3", "c3-0.5"]
+    assert list(table) == ["none", "c3-0.5"]  # in the table's order; without --setting, all six
     for name, card in table.items():
         assert card["pseudo_text"] == name and card["train_steps"] == 10 and "align_seen_all" in card
     assert "trains the generator 10 steps" in (root / "reports/ablation.md").read_text()
-    again = sh(["t2i", "ablation", "--steps", "10", "--samples", "2"], root, env)
-    assert again.count("kept") == 6
+    again = sh(ablation, root, env)
+    assert again.count("kept") == 2
     (root / "data/ablation/none/scorecard.json").unlink()  # score one again: no training, no sampling
-    rescored = sh(["t2i", "ablation", "--steps", "10", "--samples", "2"], root, env)
-    assert rescored.count("kept") == 5 and "ablation: evaluate" in rescored
+    rescored = sh(ablation, root, env)
+    assert rescored.count("kept") == 1 and "ablation: evaluate" in rescored
     assert "ablation: sample" not in rescored and "ablation: train" not in rescored
+
+
+def test_the_compare_command_trains_samples_and_scores_the_three_generators(workdir):
+    root, env = workdir
+    sh(["dvc", "repro"], root, env)
+    output = sh(["t2i", "compare", "--samples", "2", "--steps", "vqdiffusion=4", "--steps", "lafite=4",
+                 "--steps", "clipgen=4"], root, env)
+    assert output.count("compare: train") == 3
+    table = json.loads((root / "reports/comparison.json").read_text())
+    assert list(table["generators"]) == ["vqdiffusion", "lafite", "clipgen"]
+    assert 0 <= table["random_real_floor_all"] < 1 and "checker" in table["scored_by_alignment"]
+    for name, row in table["generators"].items():
+        assert row["train_steps"] == 4 and row["parameters"] > 0 and row["sampling_images_per_second"] > 0, name
+        assert {"align_seen_all", "ci95_align_seen_all", "align_heldout_all", "fd_eval_clip", "fd_floor_real",
+                "clipscore_hessel_mean", "clipscore_hessel_best_of_n"} <= set(row), name
+        assert (root / f"reports/comparison/{name}.png").is_file()
+    markdown = (root / "reports/comparison.md").read_text()
+    assert markdown.count("\n- **") == 3 and "LAFITE" in markdown  # a line on the paper's ranking each
+    assert "kept" in sh(["t2i", "compare", "--samples", "2", "--generator", "lafite", "--steps", "lafite=4"],
+                        root, env)
 
 
 def test_an_experiment_shows_its_training_live_in_dvc_exp_show_and_plots(workdir):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.diffusion.pseudo_text import (ABLATION, ConditionMeans, drop_mask, inference_condition, perturb,
+from pipeline.generator.pseudo_text import (ABLATION, ConditionMeans, drop_mask, inference_condition, perturb,
                                           pseudo_text, setting_name)
 
 

@@ -163,6 +163,19 @@ class ClipEncoder:
             out.append(self.model.encode_image(pixels.to(self.device, self.input_dtype)))
         return self._finish(out)
 
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Float images (N, 3, H, W) in [0, 1] -> (N, D) unit rows, differentiable in the images:
+        what a generator trained through the (frozen) CLIP backpropagates into. Resized to the
+        input size bilinearly, then normalised as the eval preprocessing does."""
+        cfg = self.model.visual.preprocess_cfg
+        size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(cfg["mean"], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(cfg["std"], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        pixels = ((images - mean) / std).to(dtype=self.input_dtype)  # None: as it is (fp32)
+        return F.normalize(self.model.encode_image(pixels).float(), dim=-1)
+
     @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> (N, D) unit rows; open_clip's tokenizer truncates to the context length."""

@@ -32,7 +32,7 @@ from pipeline.core.live import TrainingLog
 from pipeline.core.params import ClipTrainParams
 from pipeline.core.rng import seed_everything
 from pipeline.core.training import clip_gradients, lr_at, make_adamw, set_lr
-from pipeline.diffusion.pseudo_text import ABLATION, ConditionMeans, inference_condition, perturb, setting_name
+from pipeline.generator.pseudo_text import ABLATION, ConditionMeans, inference_condition, perturb, setting_name
 from pipeline.worlds.base import Attributes, World
 
 

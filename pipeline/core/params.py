@@ -210,8 +210,36 @@ class EmbedParams:
 
 
 @dataclass(frozen=True)
+class LafiteParams:
+    """LAFITE's StyleGAN2-style generator and conditional discriminator (pipeline/lafite/)."""
+    z_dim: int = rule(ge=1, help="width of the noise z")
+    w_dim: int = rule(ge=8, help="width of the mapping network's w")
+    mapping_layers: int = rule(ge=1)
+    channel_base: int = rule(ge=8, help="channels at resolution r: min(channel_base // r, channel_max)")
+    channel_max: int = rule(ge=8)
+    lr: float = rule(gt=0, help="both networks' Adam learning rate (train.optim is the other generators')")
+    betas: list[float] = rule(ge=0, lt=1, help="Adam betas; GANs train with beta1 = 0")
+    r1_gamma: float = rule(ge=0, help="R1 penalty weight on real images")
+    r1_every: int = rule(ge=1, help="lazy R1: penalise every this many steps, scaled up to match")
+    itd_weight: float = rule(ge=0, help="discriminator-side contrastive loss (its features vs the condition)")
+    itc_weight: float = rule(ge=0, help="generator-side contrastive loss (CLIP of the fake vs the condition)")
+    temperature: float = rule(gt=0, help="of both contrastive losses")
+
+
+@dataclass(frozen=True)
+class ClipgenParams:
+    """CLIP-GEN's autoregressive transformer over the code grid (pipeline/clipgen/)."""
+    depth: int = rule(ge=1)
+    width: int = rule(ge=8)
+    heads: int = rule(ge=1)
+    mlp_ratio: float = rule(gt=0)
+
+
+@dataclass(frozen=True)
 class TrainParams:
-    """VQ-Diffusion transformer conditioned on pseudo text embeddings."""
+    """The text-to-image generator, trained on pseudo text embeddings: VQ-Diffusion (the keys from
+    depth to t_history_decay), LAFITE or CLIP-GEN (their sections); the rest is shared."""
+    generator: Literal["vqdiffusion", "lafite", "clipgen"] = rule(help="which generator the train stage trains")
     seed: int = rule(ge=0)
     depth: int = rule(ge=1)
     width: int = rule(ge=8)
@@ -224,6 +252,8 @@ class TrainParams:
     aux_weight: float = rule(ge=0)
     t_min_count: int = rule(ge=1)
     t_history_decay: float = rule(ge=0, lt=1)
+    lafite: LafiteParams = rule()
+    clipgen: ClipgenParams = rule()
     pseudo_text: Literal["none", "clipvq", "lafite", "c3"] = rule()
     pseudo_scale: float = rule(ge=0, help="a (clipvq), xi (lafite) or sigma (c3); unused by none")
     cond_drop: float = rule(ge=0, lt=1)
@@ -246,7 +276,9 @@ class SampleParams:
     samples_per_prompt: int = rule(ge=1)
     steps: int | None = rule(ge=1, help="reverse steps (skip-step posterior); null = all T")
     guidance: float = rule(ge=0, help="classifier-free guidance scale; 1 = none")
-    truncation: float = rule(gt=0, le=1, help="keep the top codes up to this cumulative probability")
+    truncation: float = rule(gt=0, le=1, help="keep the top codes up to this cumulative probability (vqdiffusion, "
+                                              "clipgen); lafite: StyleGAN's psi, w pulled towards its mean")
+    top_k: int = rule(ge=0, help="clipgen: keep the k likeliest codes; 0 = all")
     purity: bool = rule()
     purity_sharpen: float = rule(ge=0)
     full_steps_prompts: int = rule(ge=0, help="prompts also sampled with all T steps, to compare")

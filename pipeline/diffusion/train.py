@@ -8,13 +8,11 @@ weights as an uninterrupted run (see pipeline/core/training.py for how).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -36,45 +34,11 @@ from pipeline.core.training import (
     save_checkpoint,
     set_lr,
 )
-from pipeline.data.vectors import read_vectors
 from pipeline.diffusion.model import noise_schedule
 from pipeline.diffusion.process import Losses, Schedule, TimestepSampler, denoising_loss, q_sample
-from pipeline.diffusion.pseudo_text import ConditionMeans, pseudo_text
+from pipeline.generator.data import GeneratorRun, TrainingData
+from pipeline.generator.pseudo_text import ConditionMeans, pseudo_text
 from pipeline.diffusion.transformer import Transformer, TransformerConfig
-
-
-@dataclass
-class TrainingData:
-    codes: torch.Tensor  # (N, h, w) long
-    embeddings: torch.Tensor  # (N, D) float32, unit norm
-    n_codes: int
-    sources: dict[str, str]  # provenance of the caches, kept in the model file
-    means: ConditionMeans | None = None  # C3's modality means (with_text_mean adds them)
-
-
-def with_text_mean(data: TrainingData, text_embeddings: np.ndarray) -> TrainingData:
-    """The data with C3's means: of its image embeddings, and of ``text_embeddings`` (N, D), the
-    only text a language-free pipeline holds (the evaluation prompts)."""
-    text = torch.tensor(np.asarray(text_embeddings, dtype=np.float32)).mean(0)  # a copy: Arrow views are read-only
-    return dataclasses.replace(data, means=ConditionMeans(image=data.embeddings.mean(0), text=text))
-
-
-def load_training_data(tokens_dir: Path, embeddings_dir: Path, split: str = "train") -> TrainingData:
-    """Join the token-grid and CLIP-embedding caches on image id."""
-    tokens = read_vectors(tokens_dir, "codes", split)
-    embeddings = read_vectors(embeddings_dir, "embedding", split)
-    position = {image_id: i for i, image_id in enumerate(embeddings.ids)}
-    missing = [i for i in tokens.ids if i not in position]
-    if missing:
-        raise UserError(f"{embeddings_dir}: no CLIP embedding for {len(missing)} token grids "
-                        f"(e.g. id {missing[0]}); rerun the embed stage")
-    order = np.fromiter((position[i] for i in tokens.ids), dtype=np.int64, count=len(tokens.ids))
-    grid_h, grid_w = int(tokens.metadata["grid_h"]), int(tokens.metadata["grid_w"])
-    codes = torch.from_numpy(tokens.vectors.astype(np.int64)).view(-1, grid_h, grid_w)
-    sources = {f"tokens.{k}": v for k, v in tokens.metadata.items()}
-    sources |= {f"clip.{k}": v for k, v in embeddings.metadata.items()}
-    return TrainingData(codes, torch.from_numpy(embeddings.vectors[order].copy()),
-                        int(tokens.metadata["n_codes"]), sources)
 
 
 def model_config(params: TrainParams, n_codes: int, grid_h: int, grid_w: int, clip_dim: int) -> TransformerConfig:
@@ -82,17 +46,6 @@ def model_config(params: TrainParams, n_codes: int, grid_h: int, grid_w: int, cl
     return TransformerConfig(n_codes=n_codes, grid_h=grid_h, grid_w=grid_w, steps=params.diffusion_steps,
                              clip_dim=clip_dim, depth=params.depth, width=params.width,
                              heads=params.heads, mlp_ratio=params.mlp_ratio, mlp=params.mlp)
-
-
-@dataclass
-class DiffusionRun:
-    model: Transformer  # carries the EMA weights when EMA is on
-    config: TransformerConfig
-    history: list[dict[str, float]]
-    steps: int
-    images_seen: int
-    seconds: float  # training wall time, summed over resumed runs
-    start_step: int  # where this call began: 0 fresh, the checkpoint's step when resumed
 
 
 @dataclass
@@ -164,7 +117,7 @@ def train_step(trainer: Trainer, loader: Prefetcher, step: int, params: TrainPar
 
 
 def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path,
-                    log: TrainingLog | None = None) -> DiffusionRun:
+                    log: TrainingLog | None = None) -> GeneratorRun:
     """Train for ``params.steps``, checkpointing into ``work_dir`` and resuming from it; each
     logged row also goes to ``log`` (rank 0's DVCLive log), resumed with the checkpoint.
 
@@ -209,4 +162,4 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path,
     model = trainer.model
     if trainer.ema is not None:
         trainer.ema.copy_to(model)
-    return DiffusionRun(model.eval(), config, history, params.steps, params.steps * params.batch_size, seconds, start)
+    return GeneratorRun(model.eval(), config, history, params.steps, params.steps * params.batch_size, seconds, start)

@@ -22,10 +22,9 @@ from tqdm import tqdm
 from pipeline.core.errors import UserError
 from pipeline.core.params import SampleParams
 from pipeline.data.shards import decode_pngs
-from pipeline.diffusion.generate import Decode, generate_images, settings_from
-from pipeline.diffusion.process import Schedule
 from pipeline.evaluate.metrics import fd_embedding
 from pipeline.evaluate.scoring import Embed, alignment, prompt_sets
+from pipeline.generator.sampling import Generator, generate_images, settings_from
 from pipeline.judge.checker import Checker
 from pipeline.worlds.base import World
 from pipeline.worlds.registry import world_of
@@ -88,13 +87,12 @@ def checker_world(data_columns: Iterable[str], prompt_columns: Iterable[str]) ->
     return world
 
 
-def draw_point(model: torch.nn.Module, schedule: Schedule, decode: Decode, conditions: torch.Tensor,
-               sample: SampleParams, samples_per_prompt: int, seed: int, guidance: float,
-               truncation: float) -> torch.Tensor:
+def draw_point(model: Generator, conditions: torch.Tensor, sample: SampleParams, samples_per_prompt: int, seed: int,
+               guidance: float, truncation: float) -> torch.Tensor:
     """uint8 images (P, N, 3, H, W) by the sample stage's sampler and settings, at ``guidance``
     and ``truncation``."""
     settings = settings_from(dataclasses.replace(sample, guidance=guidance, truncation=truncation), sample.steps)
-    images, _ = generate_images(model, schedule, decode, conditions, samples_per_prompt, settings, seed,
+    images, _ = generate_images(model, conditions, samples_per_prompt, settings, seed,
                                 desc="tradeoff sample")
     return images
 

@@ -1,6 +1,6 @@
-"""The sample stage's output: every evaluation prompt sampled in reverse diffusion from its CLIP
-text embedding, fast (skip-step) and, for the first few prompts, with all T steps; PNGs, an
-index with the prompts' labels and seeds, a contact sheet.
+"""The sample stage's output: every evaluation prompt sampled by the generator from its CLIP text
+embedding (VQ-Diffusion: fast, skip-step, and for the first few prompts with all T steps too);
+PNGs, an index with the prompts' labels and seeds, a contact sheet.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from PIL import Image
 
 from pipeline.core.images import contact_sheet
 from pipeline.core.params import SampleParams
-from pipeline.diffusion.generate import Decode, generate_images, settings_from
-from pipeline.diffusion.process import Schedule
+from pipeline.generator.sampling import Generator, generate_images, settings_from
 
 FULL_T = "full_t"  # the sample stage's subfolder of prompts also sampled with all T steps
 
@@ -32,25 +31,25 @@ def write_pngs(folder: Path, images: torch.Tensor) -> list[str]:
     return names
 
 
-def sample_prompt_set(model: torch.nn.Module, schedule: Schedule, decode: Decode, prompts: pd.DataFrame,
-                      conditions: torch.Tensor, params: SampleParams, folder: Path) -> dict[str, dict]:
+def sample_prompt_set(model: Generator, prompts: pd.DataFrame, conditions: torch.Tensor, params: SampleParams,
+                      folder: Path) -> dict[str, dict]:
     """Write the samples of every prompt, from its condition (row of ``conditions``), into ``folder``
     (FULL_T/ for the all-T pass) with a contact sheet in sample order; return each pass's speed.
     Scoring them is the evaluate stage's job."""
-    device = next(model.parameters()).device
-    conditions = conditions.to(device, torch.float32, copy=True)  # a copy: an Arrow view is read-only
-    passes = {"fast": (params.steps, len(prompts)),
-              FULL_T: (None, min(params.full_steps_prompts, len(prompts)))}
+    conditions = conditions.to(model.device, torch.float32, copy=True)  # a copy: an Arrow view is read-only
+    passes = {"fast": (params.steps, len(prompts))}
+    if model.full_steps is not None:  # a generator with a steps setting: compare it with all of them
+        passes[FULL_T] = (None, min(params.full_steps_prompts, len(prompts)))
     timing = {}
     for name, (steps, count) in passes.items():
         if count == 0:
             continue
         start = time.perf_counter()
-        images, seeds = generate_images(model, schedule, decode, conditions[:count], params.samples_per_prompt,
+        images, seeds = generate_images(model, conditions[:count], params.samples_per_prompt,
                                         settings_from(params, steps), params.seed, desc=f"sample {name}")
         seconds = time.perf_counter() - start
         n_images = images.shape[0] * images.shape[1]
-        timing[name] = {"steps": steps or schedule.steps, "images": n_images, "seconds": round(seconds, 2),
+        timing[name] = {"steps": steps or model.full_steps, "images": n_images, "seconds": round(seconds, 2),
                         "images_per_second": round(n_images / seconds, 3)}
         out = folder if name == "fast" else folder / FULL_T
         out.mkdir(exist_ok=True)
