@@ -1,5 +1,6 @@
 """`t2i`: one subcommand per DVC stage."""
 
+import importlib
 import os
 import sys
 
@@ -12,8 +13,8 @@ if not sys.stderr.isatty():
 
 import typer  # noqa: E402
 
-from stages import (ablation, clip, compare, embed, evaluate, generate, ingest, judge, prompts, sample,  # noqa: E402
-                    scorer, tokenizer, tradeoff, train, world)
+COMMANDS = ("world", "prompts", "ingest", "tokenizer", "clip", "scorer", "judge", "embed", "train", "sample",
+            "tradeoff", "evaluate", "generate", "ablation", "compare")
 
 app = typer.Typer(
     help="Language-free text-to-image training: each command is one DVC stage (see dvc.yaml).",
@@ -21,18 +22,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("world")(world.main)
-app.command("prompts")(prompts.main)
-app.command("ingest")(ingest.main)
-app.command("tokenizer")(tokenizer.main)
-app.command("clip")(clip.main)
-app.command("scorer")(scorer.main)
-app.command("judge")(judge.main)
-app.command("embed")(embed.main)
-app.command("train")(train.main)
-app.command("sample")(sample.main)
-app.command("tradeoff")(tradeoff.main)
-app.command("evaluate")(evaluate.main)
-app.command("generate")(generate.main)
-app.command("ablation")(ablation.main)
-app.command("compare")(compare.main)
+
+
+@app.callback()
+def _group() -> None:
+    """Keeps `t2i <command>` a group when only one command is registered below."""
+
+
+# Only the command being run is imported (all of them for --help or a typo): importing every stage
+# pulls in torch, open_clip and torchvision, about 8 s on one core, which `t2i world` never needs.
+_named = [arg for arg in sys.argv[1:2] if arg in COMMANDS]
+for _name in _named or COMMANDS:
+    app.command(_name)(importlib.import_module(f"stages.{_name}").main)

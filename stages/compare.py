@@ -24,7 +24,7 @@ from stages.common import ParamsOption, user_errors
 # Training steps of the new generators by default: what fits a 20-minute budget each on a 2-core CPU
 # at the default sizes (README "Comparing generators" gives the measured times); VQ-Diffusion
 # trains train.steps, as the DVC run does.
-DEFAULT_STEPS = {"lafite": 1500, "clipgen": 3000}
+DEFAULT_STEPS = {"lafite": 1200, "clipgen": 2000}
 TRAIN_CHECKPOINTS = Path("checkpoints/train")  # the train stage's: the default generator is reloaded, not retrained
 
 

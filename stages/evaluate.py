@@ -110,9 +110,10 @@ def main(
             metrics["checker"]["fresh_renders"] = world.checker_accuracy(evaluate.checker_images,
                                                                          evaluate.checker_seed, images.shape[-1])
     metrics["world"] = json.loads(world_report.read_text())
-    conditioning = json.loads(sample_report.read_text())["sampler"]["conditioning"]
-    card = scorecard(metrics, json.loads(clip_report.read_text()), conditioning,
-                     json.loads((logs / "tokenizer/metrics.json").read_text()))
+    sampler = json.loads(sample_report.read_text())["sampler"]
+    conditioning, generator = sampler["conditioning"], sampler.get("generator", "vqdiffusion")
+    card = {"generator": generator, **scorecard(metrics, json.loads(clip_report.read_text()), conditioning,
+                                                json.loads((logs / "tokenizer/metrics.json").read_text()))}
     write_json(metrics_out, metrics)
     write_json(scorecard_out, card)
     order = "best first by the scoring CLIP's cosine" if evaluate.rerank else "in sample order"
@@ -128,8 +129,9 @@ def main(
                  {name: logs / name for name in ("tokenizer", "clip", "scorer", "judge", "train")
                   if any((logs / name / "plots/metrics").glob("*.tsv"))},
                  logs / "tokenizer_recon.png", {"scorecard": card, **metrics},
-                 intro=f"{world_sizes(metrics['world'])} Pseudo text {conditioning}. The generator is conditioned "
-                       "by the clip stage's CLIP; no figure here is scored by it but the gap it reports of itself.")
+                 intro=f"{world_sizes(metrics['world'])} Generator {generator}, pseudo text {conditioning}. It is "
+                       "conditioned by the clip stage's CLIP; no figure here is scored by it but the gap it reports "
+                       "of itself.")
     typer.echo(f"evaluate: wrote {scorecard_out}, {metrics_out} and {html}")
 
 

@@ -14,6 +14,8 @@ from pipeline.core.conf import compose
 from pipeline.core.training import Prefetcher
 from pipeline.diffusion.train import build_trainer, model_config, train_step
 from pipeline.diffusion.transformer import Transformer
+from pipeline.lafite.model import build_discriminator, build_generator
+from pipeline.lafite.train import model_config as lafite_config
 from pipeline.tokenizer.model import downsampling_factor
 from pipeline.tokenizer.train import build_vqgan, train_tokenizer
 from tests.conftest import REPO
@@ -31,6 +33,16 @@ def count(model: torch.nn.Module) -> int:
 
 def preset_params(name: str):
     return compose(REPO / "conf", f"preset={name}")
+
+
+def test_lafite_builds_at_its_256_px_layout():
+    params = preset_params("ffhq256")
+    config = lafite_config(params.train, params.ingest.resolution, clip_dim=512)
+    with torch.device("meta"):
+        generator, discriminator = build_generator(config), build_discriminator(config)
+    widths = [block.to_rgb.conv.weight.shape[1] for block in generator.blocks]  # 4, 8, ..., 256 px
+    assert widths == [512, 512, 512, 512, 256, 128, 64], widths
+    assert count(generator) > 10e6 and count(discriminator) > 10e6
 
 
 def test_the_presets_are_the_papers():

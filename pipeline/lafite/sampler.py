@@ -27,6 +27,7 @@ class LafiteGenerator:
     conditioning: Conditioning
     kind: str = "lafite"
     uses_guidance: bool = False
+    full_steps: None = None  # no steps setting: one pass of the generator
 
     @property
     def device(self) -> torch.device:
