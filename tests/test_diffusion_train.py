@@ -173,3 +173,17 @@ class RunsCode:
 def weights_equal(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_raising_the_steps_resumes_and_lowering_them_starts_afresh(tmp_path):
+    torch.set_num_threads(1)
+    root = write_caches(tmp_path)
+    data = load_training_data(root / "tokens", root / "embeddings")
+    longer = train_diffusion(tiny_params(**{"train.steps": 30}), data, tmp_path / "whole")
+    train_diffusion(tiny_params(**{"train.steps": 20}), data, tmp_path / "work")
+    extended = train_diffusion(tiny_params(**{"train.steps": 30}), data, tmp_path / "work")
+    assert extended.start_step == 20  # only the new steps trained
+    assert weights_equal(longer.model, extended.model)
+    shorter = train_diffusion(tiny_params(**{"train.steps": 10}), data, tmp_path / "work")
+    assert shorter.start_step == 0 and shorter.history[-1]["step"] == 10
+    assert [p.name for p in list_checkpoints(tmp_path / "work")][-1] == "step-00000010.pt"

@@ -29,8 +29,6 @@ from pipeline.core.training import (
     clip_gradients,
     lr_at,
     make_adamw,
-    resume_state,
-    run_fingerprint,
     save_checkpoint,
     set_lr,
 )
@@ -38,6 +36,7 @@ from pipeline.diffusion.model import noise_schedule
 from pipeline.diffusion.process import Losses, Schedule, TimestepSampler, denoising_loss, q_sample
 from pipeline.generator.data import GeneratorRun, TrainingData
 from pipeline.generator.pseudo_text import ConditionMeans, pseudo_text
+from pipeline.generator.resume import generator_resume
 from pipeline.diffusion.transformer import Transformer, TransformerConfig
 
 
@@ -126,9 +125,9 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path,
     """
     device = resolve_device(params.device)
     config = model_config(params, data.n_codes, *data.codes.shape[1:], data.embeddings.shape[1])
-    key = run_fingerprint(params, {"sources": data.sources, "n": len(data.codes),
-                                  "text_mean": None if data.means is None else data.means.text.tolist()})
-    state = resume_state(work_dir, key, "train")
+    inputs = {"sources": data.sources, "n": len(data.codes),
+              "text_mean": None if data.means is None else data.means.text.tolist()}
+    key, state = generator_resume(params, inputs, work_dir)
     trainer = build_trainer(params, config, device, data.means, state)
     start, history, seconds = (0, [], 0.0) if state is None else (state["step"], state["history"], state["seconds"])
     if log is not None:

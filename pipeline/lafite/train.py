@@ -25,9 +25,10 @@ from pipeline.core.errors import UserError
 from pipeline.core.live import TrainingLog
 from pipeline.core.params import TrainParams
 from pipeline.core.rng import normal, seed_everything, step_generator
-from pipeline.core.training import EMA, Prefetcher, batch_indices, resume_state, run_fingerprint, save_checkpoint
+from pipeline.core.training import EMA, Prefetcher, batch_indices, save_checkpoint
 from pipeline.generator.data import GeneratorRun, ImageTrainingData
 from pipeline.generator.pseudo_text import ConditionMeans, perturb, pseudo_text
+from pipeline.generator.resume import generator_resume
 from pipeline.lafite.losses import d_adversarial, g_adversarial, info_nce, r1_penalty
 from pipeline.lafite.model import LafiteConfig, build_discriminator, build_generator
 from pipeline.lafite.networks import Discriminator, Generator
@@ -171,10 +172,9 @@ def train_lafite(params: TrainParams, data: ImageTrainingData, clip: ClipEncoder
     generator with its EMA weights."""
     device = resolve_device(params.device)
     config = model_config(params, check_images(data.images), data.embeddings.shape[1])
-    key = run_fingerprint(params, {"sources": data.sources, "n": len(data.images),
-                                  "text_mean": None if data.means is None else data.means.text.tolist(),
-                                  "clip": [clip.model_name, clip.checkpoint_id]})
-    state = resume_state(work_dir, key, "train")
+    key, state = generator_resume(params, {"sources": data.sources, "n": len(data.images),
+                                           "text_mean": None if data.means is None else data.means.text.tolist(),
+                                           "clip": [clip.model_name, clip.checkpoint_id]}, work_dir)
     trainer = build_trainer(params, config, clip, device, data.means, state)
     start, history, seconds, r1 = (0, [], 0.0, math.nan) if state is None else (
         state["step"], state["history"], state["seconds"], state["r1"])
