@@ -3,9 +3,9 @@
 Each generator (VQ-Diffusion, LAFITE, CLIP-GEN: train.generator) is trained on the pipeline's
 own caches with the default run's pseudo-text setting, seed and conditioning CLIP, samples the
 same evaluation prompts and is scored by the same CLIP-free judge and independent scoring CLIP
-(pipeline/evaluate/variants.py runs each under data/compare/<generator>/). Writes
-reports/comparison.{md,json}, reports/comparison.html (the table with the contact sheets side by
-side) and each generator's contact sheet in reports/comparison/.
+(pipeline/evaluate/variants.py runs each under data/compare/<world>/<generator>/). Writes
+comparison.{md,json}, comparison.html (the table with the contact sheets side by side) and each
+generator's contact sheet in comparison/, all under world.reports (reports/, faces: reports/faces/).
 """
 
 from pathlib import Path
@@ -21,15 +21,15 @@ from pipeline.evaluate.comparison import (GENERATORS, comparison_json, compariso
 from pipeline.evaluate.variants import run_variant
 from stages.common import ParamsOption, user_errors
 
-# Training steps of the new generators by default: what fits a 20-minute budget each on a 2-core CPU
-# at the default sizes (README "Comparing generators" gives the measured times); VQ-Diffusion
-# trains train.steps, as the DVC run does.
-DEFAULT_STEPS = {"lafite": 1200, "clipgen": 2000}
+# Training steps of the new generators by default, per world: what fits a 20-minute budget each on a
+# 2-core CPU at the world's sizes (README "Three generators compared" gives the measured times);
+# a world not named here gets the shapes budget. VQ-Diffusion trains train.steps, as the DVC run does.
+DEFAULT_STEPS = {"shapes": {"lafite": 1200, "clipgen": 2000}, "faces": {"lafite": 1800, "clipgen": 1600}}
 TRAIN_CHECKPOINTS = Path("checkpoints/train")  # the train stage's: the default generator is reloaded, not retrained
 
 
-def _steps(given: list[str], vqdiffusion: int) -> dict[str, int]:
-    steps = {"vqdiffusion": vqdiffusion, **DEFAULT_STEPS}
+def _steps(given: list[str], world: str, vqdiffusion: int) -> dict[str, int]:
+    steps = {"vqdiffusion": vqdiffusion, **DEFAULT_STEPS.get(world, DEFAULT_STEPS["shapes"])}
     for item in given:
         name, _, value = item.partition("=")
         if name not in GENERATORS or not value.isdigit() or int(value) < 1:
@@ -45,22 +45,26 @@ def main(
     generators: Annotated[list[str] | None, typer.Option("--generator", help="Only these (repeat the option); "
                                                          "default: all three.")] = None,
     steps: Annotated[list[str] | None, typer.Option(help="Training steps of a generator, GENERATOR=N (repeat the "
-                                                    f"option); defaults: vqdiffusion train.steps, {DEFAULT_STEPS}.")] = None,
+                                                    "option); defaults: vqdiffusion train.steps, the others per "
+                                                    f"world {DEFAULT_STEPS}.")] = None,
     samples: Annotated[int, typer.Option(help="Samples per evaluation prompt.")] = 16,
-    work: Annotated[Path, typer.Option(help="Per-generator params, models, samples and scores.")] = Path(
-        "data/compare"),
-    out: Annotated[Path, typer.Option(help="Folder for comparison.md, comparison.json and comparison/.")] = Path(
-        "reports"),
+    work: Annotated[Path | None, typer.Option(help="Per-generator params, models, samples and scores; default "
+                                              "data/compare/<world.name>.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for comparison.md, comparison.json and comparison/; "
+                                             "default world.reports (reports/, faces: reports/faces/).")] = None,
 ) -> None:
     """Train, sample and score each generator on the same caches, prompts and scorer; write
-    reports/comparison.{md,json}. Needs the pipeline's caches (`dvc repro embed tokenizer judge scorer`) first."""
+    <world.reports>/comparison.{md,json}. Needs the pipeline's caches (`dvc repro embed tokenizer judge scorer`)
+    first."""
     raw = load_raw(params)
     parse_params(raw, str(params))  # fail on a bad params file before anything trains
+    work = work or Path("data/compare") / raw["world"]["name"]
+    out = out or Path(raw["world"]["reports"])
     chosen = generators or list(GENERATORS)
     unknown = sorted(set(chosen) - set(GENERATORS))
     if unknown:
         raise UserError(f"--generator {unknown[0]!r}: not a generator; choose from {', '.join(GENERATORS)}")
-    budget = _steps(steps or [], raw["train"]["steps"])
+    budget = _steps(steps or [], raw["world"]["name"], raw["train"]["steps"])
     cards, figures, sheets = {}, {}, {}
     for name in chosen:
         folder = work / name
@@ -71,9 +75,9 @@ def main(
         figures[name] = run_figures(folder)
         sheets[name] = (folder / "samples.png").read_bytes()
         write_bytes(out / "comparison" / f"{name}.png", sheets[name])
-    table = comparison_json(cards, figures, samples)
+    table = comparison_json(cards, figures, samples, raw["world"]["name"])
     write_json(out / "comparison.json", table)
-    markdown = comparison_markdown(table)
+    markdown = comparison_markdown(table, out)
     write_bytes(out / "comparison.md", markdown.encode())
     comparison_page(out / "comparison.html", table, markdown, sheets)
     typer.echo(f"compare: wrote {out / 'comparison.md'}, {out / 'comparison.json'} and {out / 'comparison.html'}")

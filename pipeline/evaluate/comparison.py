@@ -17,6 +17,13 @@ TITLES = {"vqdiffusion": "VQ-Diffusion (CLIP-VQDiffusion)", "lafite": "LAFITE (S
           "clipgen": "CLIP-GEN (autoregressive)"}
 SCORES = ("align_seen_all", "align_heldout_all", "align_new_wording_all", "align_partial_named", "fd_eval_clip",
           "clipscore_hessel_mean", "clipscore_hessel_best_of_n")
+ATTRIBUTE_SCORES = ("align_gender", "align_age", "align_race")  # faces: the held-out prompts, per attribute
+
+
+def score_keys(table: dict) -> list[str]:
+    """The table's columns of figures: SCORES, then the per-attribute ones every generator's card has."""
+    rows = table["generators"].values()
+    return [*SCORES, *(key for key in ATTRIBUTE_SCORES if all(key in row for row in rows))]
 
 
 def run_figures(folder: Path) -> dict[str, float | int | None]:
@@ -28,10 +35,11 @@ def run_figures(folder: Path) -> dict[str, float | int | None]:
             "sampling_images_per_second": sample["fast"]["images_per_second"]}
 
 
-def comparison_json(cards: dict[str, dict], figures: dict[str, dict], samples: int) -> dict:
-    """``{"generators": {name: scorecard + figures}, "random_real_floor_all": ...}``."""
+def comparison_json(cards: dict[str, dict], figures: dict[str, dict], samples: int, world: str) -> dict:
+    """``{"generators": {name: scorecard + figures}, "random_real_floor_all": ..., "world": ...}``."""
     any_card = next(iter(cards.values()))
-    return {"generators": {name: {**cards[name], **figures[name], "samples_per_prompt": samples} for name in cards},
+    return {"world": world,
+            "generators": {name: {**cards[name], **figures[name], "samples_per_prompt": samples} for name in cards},
             "random_real_floor_all": any_card.get("floor_align_seen_all"),
             "scored_by_alignment": any_card.get("scored_by_alignment"),
             "scored_by_clip": any_card.get("scored_by_clip")}
@@ -80,37 +88,49 @@ def ranking_lines(table: dict) -> list[str]:
     return lines
 
 
-def _columns(row: dict, floor: float) -> list[str]:
+def _columns(row: dict, keys: list[str], floor: float) -> list[str]:
     return ([f"{row['parameters'] / 1e6:.2f}M", f"{row['train_seconds'] / 60:.1f}",
-             f"{row['sampling_images_per_second']:.1f}"] + [cell(row, key) for key in SCORES]
+             f"{row['sampling_images_per_second']:.1f}"] + [cell(row, key) for key in keys]
             + [f"{row['align_seen_all'] - floor:+.3f}"])
 
 
-HEADER = ["generator", "parameters", "train min", "sampling img/s", *SCORES, "seen_all over floor"]
+def _header(keys: list[str]) -> list[str]:
+    return ["generator", "parameters", "train min", "sampling img/s", *keys, "seen_all over floor"]
 
 
-def comparison_markdown(table: dict) -> str:
+def _floors(row: dict, keys: list[str]) -> str:
+    """The random-real floors of the per-attribute columns (a real val image's chance of matching)."""
+    floors = [f"{key} {row[f'floor_{key}']:.3f}" for key in keys
+              if key in ATTRIBUTE_SCORES and row.get(f"floor_{key}") is not None]
+    return f"; of {', '.join(floors)}" if floors else ""
+
+
+def comparison_markdown(table: dict, out: Path = Path("reports")) -> str:
+    """The table, the Frechet floors and the lines on the paper's ranking; ``out``: where the
+    json and the contact sheets are, as the text names them."""
     rows = table["generators"]
-    samples = next(iter(rows.values()))["samples_per_prompt"]
+    keys = score_keys(table)
+    header = _header(keys)
+    any_row = next(iter(rows.values()))
+    samples = any_row["samples_per_prompt"]
     steps = ", ".join(f"{name} {row['train_steps']:,}" for name, row in rows.items())
     floor = table["random_real_floor_all"]
     lines = [
-        "# Three language-free generators compared",
+        f"# Three language-free generators compared ({table['world']} world)",
         "",
         f"Written by `t2i compare`: each generator trains on the same caches (code grids or images, CLIP image "
         f"embeddings) with the default pseudo-text setting and seed (training steps: {steps}), samples {samples} "
         f"images per evaluation prompt from the prompts' CLIP text embeddings and is scored by the same judges: "
         f"alignment by {table['scored_by_alignment']} (95% Wilson half-widths), the Frechet distance and "
         f"CLIPScore (Hessel: 2.5 max(cos, 0)) by the independent scoring CLIP, never by the conditioning one. "
-        f"Random-real floor of align_seen_all: {floor:.3f}. Every figure of each generator: "
-        "reports/comparison.json; contact sheets: reports/comparison/<generator>.png.",
+        f"Random-real floor of align_seen_all: {floor:.3f}{_floors(any_row, keys)}. Every figure of each "
+        f"generator: {out / 'comparison.json'}; contact sheets: {out / 'comparison'}/<generator>.png.",
         "",
-        "| " + " | ".join(HEADER) + " |",
-        "| " + " | ".join("---" for _ in HEADER) + " |",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
     ]
     for name, row in rows.items():
-        lines.append(f"| {TITLES[name]} | " + " | ".join(_columns(row, floor)) + " |")
-    any_row = next(iter(rows.values()))
+        lines.append(f"| {TITLES[name]} | " + " | ".join(_columns(row, keys, floor)) + " |")
     lines += ["", f"Frechet floors (scoring CLIP, N = {any_row.get('fd_n')}): real vs real "
               f"{any_row.get('fd_floor_real', float('nan')):.4f}, tokenizer reconstructions "
               f"{any_row.get('fd_floor_recon', float('nan')):.4f}, scrambled codes "
@@ -122,10 +142,11 @@ def comparison_markdown(table: dict) -> str:
 def comparison_page(out_path: Path, table: dict, markdown: str, sheets: dict[str, bytes]) -> None:
     """reports/comparison.html: the table, the generators' contact sheets side by side, the lines on
     the paper's ranking and every figure; one self-contained file like the main report."""
-    floor = table["random_real_floor_all"]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
+    floor, keys = table["random_real_floor_all"], score_keys(table)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in _header(keys))
     body = "".join(f"<tr><td>{html.escape(TITLES[name])}</td>"
-                   + "".join(f'<td class="value">{html.escape(c)}</td>' for c in _columns(row, floor)) + "</tr>"
+                   + "".join(f'<td class="value">{html.escape(c)}</td>' for c in _columns(row, keys, floor))
+                   + "</tr>"
                    for name, row in table["generators"].items())
     intro = markdown.split("\n\n")[1]
     ranking = markdown.split("## Against the paper's ranking\n\n")[1].strip().splitlines()
