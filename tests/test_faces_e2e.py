@@ -39,11 +39,11 @@ def faces_run(tmp_path_factory):
     overrides = [f"{key}={hydra_value(value)}" for key, value in FACES_MICRO.items()]
     output = sh(["dvc", "exp", "run", "-S", "world=faces", "-S", f"world.source={archive}",
                  *(arg for override in overrides for arg in ("-S", override))], root, env)
-    return root, output
+    return root, output, env
 
 
 def test_the_faces_world_runs_end_to_end_with_one_command(faces_run):
-    root, output = faces_run
+    root, output, _ = faces_run
     assert stages_run(output) == set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
     parts = json.loads((root / "data/faces/parts.json").read_text())
     assert json.loads((root / "reports/world.json").read_text()) == {"world": "faces", **parts}
@@ -60,3 +60,19 @@ def test_the_faces_world_runs_end_to_end_with_one_command(faces_run):
     prompts = pd.read_csv(root / "data/prompts.csv", keep_default_na=False)
     assert len(prompts) >= 60 and prompts["prompt"].str.startswith("a photograph").all()
     assert (prompts["split"] == "heldout").sum() == 2 * FACES_MICRO.get("faces.heldout_pairs", 2)
+
+
+def test_the_compare_command_writes_the_faces_table_under_the_worlds_reports(faces_run):
+    root, _, env = faces_run
+    sh(["t2i", "compare", "--samples", "1", "--steps", "vqdiffusion=2", "--steps", "lafite=2", "--steps",
+        "clipgen=2"], root, env)
+    table = json.loads((root / "reports/faces/comparison.json").read_text())
+    assert table["world"] == "faces" and list(table["generators"]) == ["vqdiffusion", "lafite", "clipgen"]
+    for name, row in table["generators"].items():
+        assert {"align_gender", "align_age", "align_race", "floor_align_gender"} <= set(row), name
+        assert (root / f"data/compare/faces/{name}/scorecard.json").is_file()
+        assert (root / f"reports/faces/comparison/{name}.png").is_file()
+    markdown = (root / "reports/faces/comparison.md").read_text()
+    assert "(faces world)" in markdown and "| align_gender | align_age | align_race |" in markdown
+    assert not (root / "reports/comparison.json").exists() or (root / "reports/comparison.json").read_text() == (
+        REPO / "reports/comparison.json").read_text()  # the shapes table is not overwritten
