@@ -58,13 +58,14 @@ def main(
     first."""
     raw = load_raw(params)
     parse_params(raw, str(params))  # fail on a bad params file before anything trains
-    work = work or Path("data/compare") / raw["world"]["name"]
+    world = raw["world"]["name"]
+    work = work or Path("data/compare") / world
     out = out or Path(raw["world"]["reports"])
     chosen = generators or list(GENERATORS)
     unknown = sorted(set(chosen) - set(GENERATORS))
     if unknown:
         raise UserError(f"--generator {unknown[0]!r}: not a generator; choose from {', '.join(GENERATORS)}")
-    budget = _steps(steps or [], raw["world"]["name"], raw["train"]["steps"])
+    budget = _steps(steps or [], world, raw["train"]["steps"])
     cards, figures, sheets = {}, {}, {}
     for name in chosen:
         folder = work / name
@@ -75,7 +76,7 @@ def main(
         figures[name] = run_figures(folder)
         sheets[name] = (folder / "samples.png").read_bytes()
         write_bytes(out / "comparison" / f"{name}.png", sheets[name])
-    table = comparison_json(cards, figures, samples, raw["world"]["name"])
+    table = comparison_json(cards, figures, samples, world)
     write_json(out / "comparison.json", table)
     markdown = comparison_markdown(table, out)
     write_bytes(out / "comparison.md", markdown.encode())
