@@ -17,8 +17,8 @@ from pipeline.data.vectors import read_vectors
 from pipeline.generator.sample_set import FULL_T
 from pipeline.evaluate.report import build_report, read_tradeoff, svg_tradeoff, tradeoff_table
 from pipeline.evaluate.scorecard import headlines, scorecard
-from pipeline.evaluate.scoring import (clip_cosines, clip_score_summary, frechet, inception_for_fid, load_samples,
-                                       prompt_sets, samples_sheet, scrambled_grids, text_alignment)
+from pipeline.evaluate.scoring import (best_of_n_pool, clip_cosines, clip_score_summary, frechet, inception_for_fid,
+                                       load_samples, prompt_sets, samples_sheet, scrambled_grids, text_alignment)
 from pipeline.judge.checker import judge_accuracy, load_checker
 from pipeline.tokenizer.model import decode_all, load_vqgan
 from pipeline.worlds.registry import world_of
@@ -117,10 +117,11 @@ def main(
     write_json(metrics_out, metrics)
     write_json(scorecard_out, card)
     order = "best first by the scoring CLIP's cosine" if evaluate.rerank else "in sample order"
+    pool = best_of_n_pool(index)  # the sheets rank what a best of N ranks
     samples_by_set = {name: (index[mask].drop_duplicates("prompt_index")["prompt"].tolist(),
                              [(f"{evaluate.sheet_samples} samples per prompt, {order}",
-                               samples_sheet(index[mask], images[torch.tensor(mask)], cosine[mask], evaluate.rerank,
-                                             evaluate.sheet_samples))])
+                               samples_sheet(index[mask & pool], images[torch.tensor(mask & pool)],
+                                             cosine[mask & pool], evaluate.rerank, evaluate.sheet_samples))])
                       for name, mask in sets.items()}
     shown = "heldout" if "heldout" in sets else next(iter(sets))
     write_bytes(sheet, samples_by_set[shown][1][0][1])

@@ -42,5 +42,6 @@ def main(
                                     "guidance": sample.guidance if model.uses_guidance else None,
                                     "truncation": sample.truncation, "top_k": sample.top_k,
                                     "purity": sample.purity, "samples_per_prompt": sample.samples_per_prompt,
+                                    "heldout_samples_per_prompt": sample.heldout_samples_per_prompt,
                                     "conditioning": setting_name(conditioning.mode, conditioning.scale)},
                         **timing})

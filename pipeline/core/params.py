@@ -274,6 +274,8 @@ class SampleParams:
     """Reverse diffusion from the prompts' CLIP text embeddings."""
     seed: int = rule(ge=0)
     samples_per_prompt: int = rule(ge=1)
+    heldout_samples_per_prompt: int | None = rule(ge=1, help="held-out prompts' samples (few prompts need more for "
+                                                           "a tight interval); null = samples_per_prompt")
     steps: int | None = rule(ge=1, help="reverse steps (skip-step posterior); null = all T")
     guidance: float = rule(ge=0, help="classifier-free guidance scale; 1 = none")
     truncation: float = rule(gt=0, le=1, help="keep the top codes up to this cumulative probability (vqdiffusion, "

@@ -177,15 +177,16 @@ def hessel_clipscore(cosine: np.ndarray | float) -> np.ndarray:
     return 2.5 * np.maximum(cosine, 0.0)
 
 
-def clip_scores(scores: pd.DataFrame) -> dict[str, float | int]:
+def clip_scores(scores: pd.DataFrame, best_of: np.ndarray | None = None) -> dict[str, float | int]:
     """CLIPScore over all samples and best-of-N per prompt (the FFHQ protocol keeps the best
     of 16 by cosine; the mean over all samples is reported beside it).
 
-    ``scores`` has columns ``prompt`` (index or text), ``sample`` and ``cosine``.
+    ``scores`` has columns ``prompt`` (index or text), ``sample`` and ``cosine``; ``best_of``: a
+    row mask of the samples the best of N picks from (None: all).
     """
     if scores.empty:
         raise ValueError("no CLIP scores to summarise")
-    best = scores.groupby("prompt")["cosine"].max()
+    best = (scores if best_of is None else scores[best_of]).groupby("prompt")["cosine"].max()
     per_prompt = scores.groupby("prompt").size()
     return {
         "clip_cosine_mean": float(scores["cosine"].mean()),

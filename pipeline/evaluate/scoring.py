@@ -91,9 +91,17 @@ def alignment(classify: Checker, names: list[str], index: pd.DataFrame, images: 
     return alignment_accuracy(classify(images), index[names], names)
 
 
+def best_of_n_pool(index: pd.DataFrame) -> np.ndarray:
+    """Row mask of the samples a best of N chooses from: each prompt's first N, N the fewest any
+    prompt has, so held-out prompts sampled more often are still judged by the best of N."""
+    n = index.groupby("prompt_index")["sample"].size().min()
+    return (index["sample"] < n).to_numpy()
+
+
 def best_of_n(index: pd.DataFrame, cosine: np.ndarray) -> np.ndarray:
     """Row mask of each prompt's sample the scoring CLIP ranks first (the papers' best of N)."""
-    best = pd.Series(cosine, index=index.index).groupby(index["prompt_index"].to_numpy()).idxmax()
+    pool = best_of_n_pool(index)
+    best = pd.Series(cosine[pool], index=index.index[pool]).groupby(index["prompt_index"].to_numpy()[pool]).idxmax()
     return index.index.isin(best.to_numpy())
 
 
@@ -139,8 +147,10 @@ def clip_cosines(index: pd.DataFrame, image_embeddings: np.ndarray, text_embeddi
 
 
 def clip_score_summary(index: pd.DataFrame, cosine: np.ndarray) -> dict:
-    """CLIPScore conventions, named: raw cosine and Hessel's 2.5 * max(cos, 0)."""
-    return clip_scores(pd.DataFrame({"prompt": index["prompt_index"], "sample": index["sample"], "cosine": cosine}))
+    """CLIPScore conventions, named: raw cosine and Hessel's 2.5 * max(cos, 0); the best of N
+    over ``best_of_n_pool``."""
+    scores = pd.DataFrame({"prompt": index["prompt_index"], "sample": index["sample"], "cosine": cosine})
+    return clip_scores(scores, best_of=best_of_n_pool(index))
 
 
 def rank_by_cosine(cosine: np.ndarray) -> np.ndarray:

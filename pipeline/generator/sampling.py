@@ -59,18 +59,19 @@ def prompt_seed(seed: int, prompt_index: int) -> int:
 
 def generate_images(model: Generator, conditions: torch.Tensor | None, samples_per_prompt: int,
                     settings: SamplingSettings, seed: int, n_prompts: int | None = None,
-                    desc: str = "sample") -> tuple[torch.Tensor, list[int]]:
+                    desc: str = "sample", first_index: int = 0) -> tuple[torch.Tensor, list[int]]:
     """uint8 images (P, N, 3, H, W) and the seed of each prompt's generator.
 
     conditions: (P, D) CLIP embeddings (text or image), or None with ``n_prompts`` for
-    unconditional samples.
+    unconditional samples. ``first_index``: the first prompt's index in its whole list, which
+    seeds it, so a list sampled in parts draws what it would draw whole.
     """
     if conditions is not None:
         conditions = conditions.to(model.device, torch.float32)
     count = conditions.shape[0] if conditions is not None else n_prompts
     images, seeds = [], []
     for index in tqdm(range(count), desc=desc, unit="prompt"):
-        seeds.append(prompt_seed(seed, index))
+        seeds.append(prompt_seed(seed, first_index + index))
         cond = None if conditions is None else conditions[index:index + 1].expand(samples_per_prompt, -1)
         generator = torch.Generator(model.device).manual_seed(seeds[-1])
         with torch.inference_mode():
