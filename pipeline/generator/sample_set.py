@@ -68,7 +68,7 @@ def sample_prompt_set(model: Generator, prompts: pd.DataFrame, conditions: torch
         for first, stop in runs_of(counts):
             images, seeds = generate_images(model, conditions[first:stop], int(counts[first]),
                                             settings_from(params, steps), params.seed, desc=f"sample {name}",
-                                            first_index=first)
+                                            first_index=first, chunk=params.samples_per_prompt)
             indexes.append(_index(out, prompts.iloc[first:stop], first, images, seeds))
             sheet.append(images[:, :int(counts.min())])
         seconds = time.perf_counter() - start

@@ -59,12 +59,15 @@ def prompt_seed(seed: int, prompt_index: int) -> int:
 
 def generate_images(model: Generator, conditions: torch.Tensor | None, samples_per_prompt: int,
                     settings: SamplingSettings, seed: int, n_prompts: int | None = None,
-                    desc: str = "sample", first_index: int = 0) -> tuple[torch.Tensor, list[int]]:
+                    desc: str = "sample", first_index: int = 0,
+                    chunk: int | None = None) -> tuple[torch.Tensor, list[int]]:
     """uint8 images (P, N, 3, H, W) and the seed of each prompt's generator.
 
     conditions: (P, D) CLIP embeddings (text or image), or None with ``n_prompts`` for
     unconditional samples. ``first_index``: the first prompt's index in its whole list, which
-    seeds it, so a list sampled in parts draws what it would draw whole.
+    seeds it, so a list sampled in parts draws what it would draw whole. ``chunk``: draw each
+    prompt's samples this many at a time from its generator (a big batch runs slower per image on a
+    CPU), so its first ``chunk`` samples are those a run of ``chunk`` per prompt draws.
     """
     if conditions is not None:
         conditions = conditions.to(model.device, torch.float32)
@@ -72,8 +75,12 @@ def generate_images(model: Generator, conditions: torch.Tensor | None, samples_p
     images, seeds = [], []
     for index in tqdm(range(count), desc=desc, unit="prompt"):
         seeds.append(prompt_seed(seed, first_index + index))
-        cond = None if conditions is None else conditions[index:index + 1].expand(samples_per_prompt, -1)
         generator = torch.Generator(model.device).manual_seed(seeds[-1])
-        with torch.inference_mode():
-            images.append(model.images(cond, samples_per_prompt, settings, generator))
+        pieces = []
+        for start in range(0, samples_per_prompt, chunk or samples_per_prompt):
+            n = min(chunk or samples_per_prompt, samples_per_prompt - start)
+            cond = None if conditions is None else conditions[index:index + 1].expand(n, -1)
+            with torch.inference_mode():
+                pieces.append(model.images(cond, n, settings, generator))
+        images.append(torch.cat(pieces))
     return torch.stack(images), seeds
