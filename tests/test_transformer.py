@@ -1,4 +1,5 @@
-"""The denoiser: shapes, both MLP variants, bidirectional attention, null embedding, size, FLOPs."""
+"""The denoiser: shapes, both MLP variants, bidirectional attention, null embedding, condition
+tokens, size, FLOPs."""
 
 from __future__ import annotations
 
@@ -6,19 +7,21 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.diffusion.transformer import AdaLN, Transformer, TransformerConfig, flops_per_step
+from pipeline.diffusion.transformer import AdaLN, CrossAttention, Transformer, TransformerConfig, flops_per_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny(mlp: str = "linear", h: int = 3, w: int = 5) -> Transformer:
+def tiny(mlp: str = "linear", h: int = 3, w: int = 5, cond_tokens: int = 0) -> Transformer:
     torch.manual_seed(0)
     cfg = TransformerConfig(n_codes=7, grid_h=h, grid_w=w, steps=10, clip_dim=12, depth=2, width=32,
-                            heads=4, mlp=mlp)
+                            heads=4, mlp=mlp, cond_tokens=cond_tokens)
     model = Transformer(cfg).eval()
-    for m in model.modules():  # AdaLN starts at zero; randomise so the conditions matter
+    for m in model.modules():  # AdaLN and cross-attention start at zero; randomise so the conditions matter
         if isinstance(m, AdaLN):
             torch.nn.init.normal_(m.to_scale_shift.weight, std=0.2)
+        if isinstance(m, CrossAttention):
+            torch.nn.init.normal_(m.proj.weight, std=0.2)
     return model
 
 
@@ -81,6 +84,30 @@ def test_conditions_and_null_embedding() -> None:
     assert model.null.grad is not None and model.null.grad.abs().sum() > 0
 
 
+def test_condition_tokens_condition_each_position_and_start_silent() -> None:
+    """With the AdaLN(c) path silenced, c still reaches the grid through the cross-attention,
+    differently at each position, and the null embedding takes its place there too; a fresh
+    model's cross-attention adds nothing (its output projection starts at zero)."""
+    model = tiny(cond_tokens=3)
+    for block in model.blocks:
+        torch.nn.init.zeros_(block.norm_c.to_scale_shift.weight)
+    x, t, c = inputs(model)
+    other = torch.nn.functional.normalize(torch.randn(3, 12), dim=-1)
+    change = (model(x, t, c) - model(x, t, other)).abs().amax(-1)
+    assert (change > 0).all() and not torch.allclose(change, change[:, :1].expand_as(change))
+    drop = torch.tensor([True, False, True])
+    assert torch.allclose(model(x, t, c, drop)[drop], model(x, t, other, drop)[drop])
+    model(x, t, c).sum().backward()
+    assert model.to_context.weight.grad.abs().sum() > 0
+
+    torch.manual_seed(0)
+    fresh = Transformer(model.cfg)
+    silent = [block.cross(torch.randn(2, 15, 32), torch.randn(2, 3, 32)) for block in fresh.blocks]
+    assert all(torch.equal(y, torch.zeros_like(y)) for y in silent)
+    with pytest.raises(ValueError):
+        Transformer(TransformerConfig(n_codes=7, grid_h=3, grid_w=5, steps=10, cond_tokens=-1))
+
+
 def test_paper_size_is_about_515m() -> None:
     cfg = TransformerConfig(n_codes=4096, grid_h=16, grid_w=16, steps=100, clip_dim=512, depth=24,
                             width=512, heads=16, mlp="conv")
@@ -89,15 +116,16 @@ def test_paper_size_is_about_515m() -> None:
     assert 500e6 < n < 540e6, n
 
 
-@pytest.mark.parametrize("mlp", ["linear", "conv"])
-def test_flops_estimate_matches_counter(mlp: str) -> None:
-    model = tiny(mlp, h=4, w=4)
+@pytest.mark.parametrize("mlp, cond_tokens", [("linear", 0), ("conv", 0), ("linear", 4)])
+def test_flops_estimate_matches_counter(mlp: str, cond_tokens: int) -> None:
+    model = tiny(mlp, h=4, w=4, cond_tokens=cond_tokens)
     x, t, c = inputs(model, B=2)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, t, c)
     counted = counter.get_total_flops()
     if not any("attention" in str(op) for op in counter.get_flop_counts()["Global"]):
         cfg = model.cfg  # the CPU attention kernel has no FLOP formula: add its two matmuls
-        counted += 2 * 2 * 2 * (cfg.grid_h * cfg.grid_w) ** 2 * cfg.width * cfg.depth
+        n = cfg.grid_h * cfg.grid_w
+        counted += 2 * 2 * 2 * n * (n + cfg.cond_tokens) * cfg.width * cfg.depth
     est = flops_per_step(model.cfg, batch=2)
     assert abs(est - counted) / counted < 0.05, (est, counted)

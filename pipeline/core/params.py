@@ -246,6 +246,7 @@ class TrainParams:
     heads: int = rule(ge=1)
     mlp_ratio: float = rule(gt=0)
     mlp: Literal["linear", "conv"] = rule()
+    cond_tokens: int = rule(ge=0, help="k condition tokens each block cross-attends to; 0 = AdaLN only")
     diffusion_steps: int = rule(ge=2, help="T")
     abar_range: list[float] = rule(gt=0, lt=1, help="[start, end] of the keep probability")
     gbar_range: list[float] = rule(gt=0, lt=1, help="[start, end] of the mask probability")

@@ -44,7 +44,8 @@ def model_config(params: TrainParams, n_codes: int, grid_h: int, grid_w: int, cl
     """The transformer of ``params`` for a K-code h x w grid and CLIP embeddings of width ``clip_dim``."""
     return TransformerConfig(n_codes=n_codes, grid_h=grid_h, grid_w=grid_w, steps=params.diffusion_steps,
                              clip_dim=clip_dim, depth=params.depth, width=params.width,
-                             heads=params.heads, mlp_ratio=params.mlp_ratio, mlp=params.mlp)
+                             heads=params.heads, mlp_ratio=params.mlp_ratio, mlp=params.mlp,
+                             cond_tokens=params.cond_tokens)
 
 
 @dataclass

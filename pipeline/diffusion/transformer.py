@@ -2,8 +2,10 @@
 
 Tokens (K codes + [MASK]) plus a learned 2-D position embedding go through blocks of
 AdaLN(t) -> bidirectional self-attention -> AdaLN(c) -> MLP. The CLIP embedding c is a single
-vector, so it conditions through AdaLN, not cross-attention. The learnable null embedding
-for classifier-free guidance lives here, so a checkpoint carries it.
+vector, so it conditions through AdaLN; with ``cond_tokens`` = k > 0 it is also projected into
+k tokens that every block cross-attends to, so each grid position can read its own part of c
+rather than one modulation shared by the whole grid. The learnable null embedding for
+classifier-free guidance lives here, so a checkpoint carries it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class TransformerConfig:
     heads: int = 8
     mlp_ratio: float = 4.0
     mlp: Literal["linear", "conv"] = "linear"  # "conv": the paper's two 3x3 convolutions
+    cond_tokens: int = 0  # k > 0: c is also projected into k tokens that each block cross-attends to
 
     @property
     def hidden(self) -> int:
@@ -68,6 +71,27 @@ class SelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, N, C))
 
 
+class CrossAttention(nn.Module):
+    """Multi-head attention from the grid to the k condition tokens. Its output projection
+    starts at zero, so a block starts as it would without it."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(width)
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        B, N, C = x.shape
+        head_dim = C // self.heads
+        q = self.q(self.norm(x)).view(B, N, self.heads, head_dim).transpose(1, 2)
+        k, v = self.kv(context).view(B, context.shape[1], 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(B, N, C))
+
+
 class LinearMLP(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -99,11 +123,14 @@ class Block(nn.Module):
         super().__init__()
         self.norm_t = AdaLN(cfg.width, cfg.width)
         self.attn = SelfAttention(cfg.width, cfg.heads)
+        self.cross = CrossAttention(cfg.width, cfg.heads) if cfg.cond_tokens else None
         self.norm_c = AdaLN(cfg.width, cfg.clip_dim)
         self.mlp = ConvMLP(cfg) if cfg.mlp == "conv" else LinearMLP(cfg)
 
-    def forward(self, x: Tensor, t_emb: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t_emb: Tensor, c: Tensor, context: Tensor | None = None) -> Tensor:
         x = x + self.attn(self.norm_t(x, t_emb))
+        if self.cross is not None:
+            x = x + self.cross(x, context)
         return x + self.mlp(self.norm_c(x, c))
 
 
@@ -112,6 +139,8 @@ class Transformer(nn.Module):
         super().__init__()
         if cfg.mlp not in ("linear", "conv"):
             raise ValueError(f"mlp must be 'linear' or 'conv', got {cfg.mlp!r}")
+        if cfg.cond_tokens < 0:
+            raise ValueError(f"cond_tokens must be >= 0, got {cfg.cond_tokens}")
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.n_codes + 1, cfg.width)
         self.row_emb = nn.Parameter(torch.zeros(cfg.grid_h, 1, cfg.width))
@@ -121,11 +150,16 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width)
         self.head = nn.Linear(cfg.width, cfg.n_codes)
+        if cfg.cond_tokens:  # after the existing modules, so k = 0 draws the same initial weights as before
+            self.to_context = nn.Linear(cfg.clip_dim, cfg.cond_tokens * cfg.width)
+            self.context_norm = nn.LayerNorm(cfg.width)
         self.apply(self._init)
         for m in self.modules():
             if isinstance(m, AdaLN):
                 nn.init.zeros_(m.to_scale_shift.weight)
                 nn.init.zeros_(m.to_scale_shift.bias)
+            if isinstance(m, CrossAttention):
+                nn.init.zeros_(m.proj.weight)
         for p in (self.row_emb, self.col_emb):
             nn.init.normal_(p, std=0.02)
         nn.init.normal_(self.null, std=cfg.clip_dim ** -0.5)  # about unit norm, like a CLIP vector
@@ -152,8 +186,11 @@ class Transformer(nn.Module):
         pos = (self.row_emb + self.col_emb).flatten(0, 1)
         x = self.tok_emb(x_t) + pos
         t_emb = self.t_emb(t)
+        context = None
+        if cfg.cond_tokens:
+            context = self.context_norm(self.to_context(cond).view(len(cond), cfg.cond_tokens, cfg.width))
         for block in self.blocks:
-            x = block(x, t_emb, cond)
+            x = block(x, t_emb, cond, context)
         return self.head(self.norm(x))
 
 
@@ -166,6 +203,9 @@ def flops_per_step(cfg: TransformerConfig, batch: int = 1) -> int:
     mlp = (9 if cfg.mlp == "conv" else 1) * 2 * C * H
     per_token = 4 * C * C + mlp + 2 * N * C  # qkv+proj, MLP, scores and weighted sum
     per_sample = (C * C + 2 * C * C) + (cfg.clip_dim * C + 2 * C * C)  # the two AdaLN MLPs
+    k = cfg.cond_tokens
+    per_token += (2 * C * C + 2 * k * C) if k else 0  # cross-attention: q and out projections, scores and sum
+    per_sample += 2 * k * C * C  # its keys and values
     per_block = N * per_token + per_sample
-    total = cfg.depth * per_block + N * C * cfg.n_codes
+    total = cfg.depth * per_block + N * C * cfg.n_codes + k * cfg.clip_dim * C
     return 2 * batch * total
