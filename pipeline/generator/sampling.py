@@ -72,13 +72,14 @@ def generate_images(model: Generator, conditions: torch.Tensor | None, samples_p
     if conditions is not None:
         conditions = conditions.to(model.device, torch.float32)
     count = conditions.shape[0] if conditions is not None else n_prompts
+    step = chunk or samples_per_prompt
     images, seeds = [], []
     for index in tqdm(range(count), desc=desc, unit="prompt"):
         seeds.append(prompt_seed(seed, first_index + index))
         generator = torch.Generator(model.device).manual_seed(seeds[-1])
         pieces = []
-        for start in range(0, samples_per_prompt, chunk or samples_per_prompt):
-            n = min(chunk or samples_per_prompt, samples_per_prompt - start)
+        for start in range(0, samples_per_prompt, step):
+            n = min(step, samples_per_prompt - start)
             cond = None if conditions is None else conditions[index:index + 1].expand(n, -1)
             with torch.inference_mode():
                 pieces.append(model.images(cond, n, settings, generator))
