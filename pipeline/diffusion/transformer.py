@@ -53,6 +53,15 @@ class AdaLN(nn.Module):
         return self.norm(x) * (1 + scale) + shift
 
 
+def _attend(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
+    """Multi-head attention of (B, N, C) queries over (B, M, C) keys and values: split into
+    heads, attend, merge back to (B, N, C)."""
+    def split(x: Tensor) -> Tensor:
+        return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+    y = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    return y.transpose(1, 2).flatten(2)
+
+
 class SelfAttention(nn.Module):
     """Non-causal multi-head attention: every position sees the whole grid."""
 
@@ -65,10 +74,8 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        B, N, C = x.shape
-        q, k, v = self.qkv(x).view(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=False)
-        return self.proj(y.transpose(1, 2).reshape(B, N, C))
+        q, k, v = self.qkv(x).chunk(3, -1)
+        return self.proj(_attend(q, k, v, self.heads))
 
 
 class CrossAttention(nn.Module):
@@ -84,12 +91,8 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        B, N, C = x.shape
-        head_dim = C // self.heads
-        q = self.q(self.norm(x)).view(B, N, self.heads, head_dim).transpose(1, 2)
-        k, v = self.kv(context).view(B, context.shape[1], 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(B, N, C))
+        k, v = self.kv(context).chunk(2, -1)
+        return self.proj(_attend(self.q(self.norm(x)), k, v, self.heads))
 
 
 class LinearMLP(nn.Module):
