@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.diffusion.process import (
+    LOG_ZERO,
     Schedule,
     TimestepSampler,
     denoising_loss,
     diffusion_loss,
-    log_onehot,
     log_posterior,
     q_sample,
     sample_categorical,
+    true_log_posterior,
 )
 from pipeline.diffusion.transformer import Transformer, TransformerConfig
 
 K, T = 4, 10
+
+
+def log_onehot(x: torch.Tensor, n_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Tokens (B, N) -> log one-hot (B, N, n_classes) with LOG_ZERO off the token: a known x0."""
+    return F.one_hot(x, n_classes).to(dtype).sub(1).mul(-LOG_ZERO)
 
 
 def matrix(a: float, g: float, b: float, k: int = K) -> torch.Tensor:
@@ -132,6 +139,38 @@ def test_skip_step_posterior_is_multistep_bayes(sched: Schedule, mats, s: int, t
     for n in range(x0.shape[1]):
         want = bayes(jump, cum[s], cum[t], int(x0[0, n]), int(xt[0, n]))
         assert torch.allclose(got[0, n], want, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_codes,tokens,batch", [(512, 256, 32), (128, 64, 64), (16, 5, 3)])
+def test_true_posterior_is_bitwise_the_dense_one(n_codes: int, tokens: int, batch: int) -> None:
+    """The training loss's compact true posterior equals log_posterior of a one-hot x0 bit for bit on
+    the default schedule (so the committed runs stay valid), for one step and skipped steps, with x_t
+    masked, equal to x0 and another code."""
+    s = Schedule(n_codes, 100)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(5):
+        x0 = torch.randint(0, n_codes, (batch, tokens), generator=g)
+        t = torch.randint(1, 101, (batch,), generator=g)
+        xt = q_sample(x0, t, s, g)
+        xt[:, 0], xt[:, -1] = x0[:, 0], n_codes  # at least one kept code and one [MASK] a row
+        for earlier in (t - 1, (t - 5).clamp(min=0)):
+            want = log_posterior(log_onehot(x0, n_codes), xt, t, earlier, s)
+            assert torch.equal(true_log_posterior(x0, xt, t, earlier, s), want)
+
+
+@pytest.mark.parametrize("skip", [1, 3])
+def test_true_posterior_is_bayes(sched: Schedule, mats, skip: int) -> None:
+    steps, cum = mats
+    ts = list(range(skip, T + 1))
+    x0, xt, t = _all_pairs(ts)
+    got = true_log_posterior(x0, xt, t, t - skip, sched).exp().double()
+    for b, tv in enumerate(ts):
+        jump = torch.eye(K + 1, dtype=torch.float64)
+        for u in range(tv - skip + 1, tv + 1):
+            jump = jump @ steps[u]
+        for n in range(x0.shape[1]):
+            want = bayes(jump, cum[tv - skip], cum[tv], int(x0[b, n]), int(xt[b, n]))
+            assert torch.allclose(got[b, n], want, atol=2e-5), (tv, int(x0[b, n]), int(xt[b, n]))
 
 
 def test_posterior_normalised_at_scale() -> None:
