@@ -72,6 +72,8 @@ def test_schedule_endpoints_and_monotone() -> None:
     assert Schedule(16, 25).abar.shape == (26,)
     with pytest.raises(ValueError):
         Schedule(16, 10, abar_start=0.9, gbar_start=0.2)
+    with pytest.raises(ValueError, match="abar_range"):  # no uniform-replace share left: posteriors break
+        Schedule(4, 10, abar_start=0.5, abar_end=0.25, gbar_start=0.5, gbar_end=0.75)
 
 
 def test_matrices_rows_and_cumulative_closed_form(sched: Schedule, mats) -> None:

@@ -29,6 +29,7 @@ from pipeline.core.rng import uniform
 
 LOG_ZERO = -70.0
 _TINY = 1e-30  # floor inside log() for schedule values that are 0: log(1e-30) = -69.1
+MIN_REPLACE = 1e-9  # least 1 - abar - gbar a schedule may leave (bbar >= 1e-9 / K, far above e^LOG_ZERO)
 
 
 def _log(x: Tensor) -> Tensor:
@@ -65,8 +66,11 @@ class Schedule:
         u = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
         abar = abar_start + u * (abar_end - abar_start)
         gbar = gbar_start + u * (gbar_end - gbar_start)
-        if (abar < 0).any() or (gbar < 0).any() or (gbar >= 1).any() or (abar + gbar > 1 + 1e-12).any():
-            raise ValueError("schedule needs 0 <= abar, 0 <= gbar < 1 and abar + gbar <= 1 at every step")
+        # 1 - abar - gbar is the uniform-replace share; at 0 log(bbar) meets LOG_ZERO, and posteriors
+        # of a one-hot x0 no longer sum to 1 (the floor stands in for both "impossible" and "tiny")
+        if (abar < 0).any() or (gbar < 0).any() or (gbar >= 1).any() or (1 - abar - gbar < MIN_REPLACE).any():
+            raise ValueError(f"schedule needs 0 <= abar, 0 <= gbar < 1 and abar + gbar <= 1 - {MIN_REPLACE:g} at "
+                             "every step (train.abar_range, train.gbar_range)")
         one = torch.ones(1, dtype=torch.float64)
         self.n_codes = n_codes
         self.steps = steps
