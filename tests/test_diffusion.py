@@ -53,6 +53,14 @@ def mats(sched: Schedule) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     return steps, cum
 
 
+def jump(steps: list[torch.Tensor], s: int, t: int) -> torch.Tensor:
+    """Q_{s+1}...Q_t: the transition matrix of the jump s -> t."""
+    out = torch.eye(K + 1, dtype=torch.float64)
+    for u in range(s + 1, t + 1):
+        out = out @ steps[u]
+    return out
+
+
 def bayes(q_step: torch.Tensor, cum_s: torch.Tensor, cum_t: torch.Tensor, x0: int, xt: int) -> torch.Tensor:
     """q(x_s = . | x_t, x0) = q(x_t | x_s) q(x_s | x0) / q(x_t | x0)."""
     return q_step[:, xt] * cum_s[x0] / cum_t[x0, xt]
@@ -132,14 +140,12 @@ def test_posterior_of_x0_distribution_is_mixture(sched: Schedule, mats) -> None:
 @pytest.mark.parametrize("s,t", [(0, 3), (2, 7), (5, 10), (1, 10), (0, 10)])
 def test_skip_step_posterior_is_multistep_bayes(sched: Schedule, mats, s: int, t: int) -> None:
     steps, cum = mats
-    jump = torch.eye(K + 1, dtype=torch.float64)
-    for u in range(s + 1, t + 1):
-        jump = jump @ steps[u]
-    assert torch.allclose(cum[s] @ jump, cum[t], atol=1e-12)
+    q_jump = jump(steps, s, t)
+    assert torch.allclose(cum[s] @ q_jump, cum[t], atol=1e-12)
     x0, xt, _ = _all_pairs([t])
     got = log_posterior(log_onehot(x0, K, torch.float64), xt, torch.tensor([t]), torch.tensor([s]), sched).exp()
     for n in range(x0.shape[1]):
-        want = bayes(jump, cum[s], cum[t], int(x0[0, n]), int(xt[0, n]))
+        want = bayes(q_jump, cum[s], cum[t], int(x0[0, n]), int(xt[0, n]))
         assert torch.allclose(got[0, n], want, atol=1e-9)
 
 
@@ -167,11 +173,9 @@ def test_true_posterior_is_bayes(sched: Schedule, mats, skip: int) -> None:
     x0, xt, t = _all_pairs(ts)
     got = true_log_posterior(x0, xt, t, t - skip, sched).exp().double()
     for b, tv in enumerate(ts):
-        jump = torch.eye(K + 1, dtype=torch.float64)
-        for u in range(tv - skip + 1, tv + 1):
-            jump = jump @ steps[u]
+        q_jump = jump(steps, tv - skip, tv)
         for n in range(x0.shape[1]):
-            want = bayes(jump, cum[tv - skip], cum[tv], int(x0[b, n]), int(xt[b, n]))
+            want = bayes(q_jump, cum[tv - skip], cum[tv], int(x0[b, n]), int(xt[b, n]))
             assert torch.allclose(got[b, n], want, atol=2e-5), (tv, int(x0[b, n]), int(xt[b, n]))
 
 
