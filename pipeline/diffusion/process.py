@@ -96,9 +96,9 @@ class Schedule:
         return alpha, gamma, beta
 
 
-def _col(x: Tensor, like: Tensor) -> Tensor:
-    """(B,) float64 schedule values -> (B, 1, 1) log-values with like's dtype and device."""
-    return _log(x).to(like.device, like.dtype)[:, None, None]
+def _col(x: Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(B,) float64 schedule values -> (B, 1, 1) log-values of the given dtype on device."""
+    return _log(x).to(device, dtype)[:, None, None]
 
 
 def q_sample(x0: Tensor, t: Tensor, schedule: Schedule, generator: torch.Generator | None = None) -> Tensor:
@@ -131,19 +131,19 @@ class _Factors:
     b_s: Tensor
 
 
-def _factors(x_t: Tensor, t: Tensor, s: Tensor, schedule: Schedule, like: Tensor) -> _Factors:
-    K = schedule.n_codes
+def _factors(x_t: Tensor, t: Tensor, s: Tensor, schedule: Schedule, dtype: torch.dtype) -> _Factors:
+    K, device = schedule.n_codes, x_t.device
     masked = (x_t == K)[..., None]
 
     def pick(on_code: Tensor, otherwise: Tensor, when_masked: Tensor) -> tuple[Tensor, Tensor]:
         return torch.where(masked, when_masked, otherwise), torch.where(masked, when_masked, on_code)
 
     # log q(x_t | x0 = j): bbar_t off x_t's code, abar_t + bbar_t on it, gbar_t everywhere if x_t is [MASK]
-    at, gt, bt = (_col(v[t.cpu()], like) for v in (schedule.abar, schedule.gbar, schedule.bbar))
+    at, gt, bt = (_col(v[t.cpu()], dtype, device) for v in (schedule.abar, schedule.gbar, schedule.bbar))
     qt, qt_code = pick(torch.logaddexp(at, bt), bt, gt)
-    a, g, b = (_col(v, like) for v in schedule.transition(s, t))
+    a, g, b = (_col(v, dtype, device) for v in schedule.transition(s, t))
     step, step_code = pick(torch.logaddexp(a, b), b, g)
-    a_s, g_s, b_s = (_col(v[s.cpu()], like) for v in (schedule.abar, schedule.gbar, schedule.bbar))
+    a_s, g_s, b_s = (_col(v[s.cpu()], dtype, device) for v in (schedule.abar, schedule.gbar, schedule.bbar))
     code = x_t.clamp(max=K - 1)[..., None]  # x_t's code (any index where masked: its fixes are no-ops)
     return _Factors(masked, code, qt, qt_code, step, step_code, a_s, g_s, b_s)
 
@@ -171,7 +171,7 @@ def log_posterior(log_x0: Tensor, x_t: Tensor, t: Tensor, s: Tensor, schedule: S
     """
     if log_x0.dtype in (torch.float16, torch.bfloat16):
         log_x0 = log_x0.float()
-    f = _factors(x_t, t, s, schedule, log_x0)
+    f = _factors(x_t, t, s, schedule, log_x0.dtype)
     log_v = (log_x0 - f.qt).scatter_add_(-1, f.code, f.qt - f.qt_code)
     log_z = torch.logsumexp(log_v, -1, keepdim=True)
     codes = torch.logaddexp(log_v + (f.a_s + f.step), f.b_s + log_z + f.step)
@@ -190,8 +190,7 @@ def true_log_posterior(x0: Tensor, x_t: Tensor, t: Tensor, s: Tensor, schedule: 
     256 tokens is about 9% faster. Returns (B, N, K+1) float32.
     """
     K = schedule.n_codes
-    like = torch.empty((), device=x0.device, dtype=torch.float32)
-    f = _factors(x_t, t, s, schedule, like)
+    f = _factors(x_t, t, s, schedule, torch.float32)
     x0 = x0[..., None]
     x0_is_code = x0 == f.code
     v_x0 = 0.0 - f.qt
