@@ -82,6 +82,10 @@ def test_schedule_endpoints_and_monotone() -> None:
         Schedule(16, 10, abar_start=0.9, gbar_start=0.2)
     with pytest.raises(ValueError, match="abar_range"):  # no uniform-replace share left: posteriors break
         Schedule(4, 10, abar_start=0.5, abar_end=0.25, gbar_start=0.5, gbar_end=0.75)
+    for bad in ({"abar_start": 0.1, "abar_end": 0.9, "gbar_start": 0.05, "gbar_end": 0.06},  # un-corrupts
+                {"abar_start": 0.5, "abar_end": 0.4, "gbar_start": 1e-4, "gbar_end": 0.5}):  # replaces w.p. < 0
+        with pytest.raises(ValueError, match="valid mask-and-replace"):
+            Schedule(4, 10, **bad)
 
 
 def test_matrices_rows_and_cumulative_closed_form(sched: Schedule, mats) -> None:

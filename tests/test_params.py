@@ -52,6 +52,53 @@ def test_list_items_are_range_checked():
     assert "ingest.background[1] = 300" in errors_for({"ingest.background": [0, 300, 0]})
 
 
+def test_fixed_length_lists_say_how_many():
+    message = errors_for({"ingest.background": [0, 0], "train.optim.betas": [0.9, 0.99, 0.999]})
+    assert "ingest.background = [0, 0]: must have exactly 3 values" in message
+    assert "train.optim.betas = [0.9, 0.99, 0.999]: must have exactly 2 values" in message
+
+
+@pytest.mark.parametrize("overrides, key, words", [
+    ({"train.width": 100, "train.heads": 8}, "train.width = 100", "divisible by train.heads (8)"),
+    ({"train.clipgen.width": 100, "train.clipgen.heads": 8}, "train.clipgen.width = 100", "train.clipgen.heads"),
+    ({"sample.steps": 101, "train.diffusion_steps": 100}, "sample.steps = 101", "<= train.diffusion_steps (100)"),
+    ({"ingest.resolution": 30}, "ingest.resolution = 30", "downsampling factor 4"),
+    ({"train.abar_range": [0.1, 0.9]}, "train.abar_range = [0.1, 0.9]", "must fall"),
+    ({"train.gbar_range": [0.9, 0.1]}, "train.gbar_range = [0.9, 0.1]", "must rise"),
+    ({"train.abar_range": [0.5, 0.25], "train.gbar_range": [0.5, 0.75]}, "train.abar_range, train.gbar_range",
+     "<= 1 - 1e-09 at both ends"),
+    ({"train.abar_range": [0.5, 0.4], "train.gbar_range": [1e-4, 0.5]}, "train.abar_range, train.gbar_range",
+     "abar / (1 - gbar) must not rise"),
+])
+def test_keys_that_must_agree_are_checked_on_load(overrides, key, words):
+    message = errors_for(overrides)
+    assert key in message and words in message
+
+
+@pytest.mark.parametrize("abar, gbar", [
+    ([0.99999, 9e-6], [9e-6, 0.99999]), ([0.9, 0.1], [0.05, 0.5]), ([0.4, 0.2], [0.2, 0.6]),
+    ([0.1, 0.9], [0.05, 0.06]), ([0.5, 0.5], [0.2, 0.1]), ([0.5, 0.25], [0.5, 0.75]), ([0.5, 0.4], [1e-4, 0.5]),
+    ([0.5, 0.25], [0.3, 0.5]), ([0.6, 0.3], [0.2, 0.6]),
+])
+def test_the_schedule_rule_on_load_is_the_schedules_own(abar, gbar):
+    """params.yaml accepts exactly the (abar_range, gbar_range) that make a valid Schedule, so a run
+    never fails at the train stage over a schedule its params passed."""
+    from pipeline.diffusion.model import noise_schedule
+    try:
+        noise_schedule(16, 100, abar, gbar)
+        valid = True
+    except ValueError:
+        valid = False
+    from pipeline.core.params import MIN_REPLACE
+    from pipeline.diffusion.process import MIN_REPLACE as SCHEDULE_MIN_REPLACE
+    assert MIN_REPLACE == SCHEDULE_MIN_REPLACE
+    overrides = {"train.abar_range": abar, "train.gbar_range": gbar}
+    if valid:
+        parse_params(with_overrides(default_raw_params(), overrides))
+    else:
+        assert "train." in errors_for(overrides)
+
+
 def test_choices_are_listed():
     message = errors_for({"tokenizer.device": "tpu"})
     assert "tokenizer.device = 'tpu'" in message and "'cuda'" in message

@@ -32,10 +32,11 @@ UserFile = Literal["input", "weights", "weights_or_tag", "weights_or_auto"]
 
 
 def rule(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
-         lt: float | None = None, help: str = "", file: UserFile | None = None) -> Any:
-    """A required field with an optional numeric range (applies to list items too); ``file``
-    marks a key that names a user's file (see the module docstring)."""
-    return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help, "file": file})
+         lt: float | None = None, length: int | None = None, help: str = "", file: UserFile | None = None) -> Any:
+    """A required field with an optional numeric range (applies to list items too); ``length``:
+    a list's exact number of items; ``file`` marks a key that names a user's file (see the module
+    docstring)."""
+    return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "length": length, "help": help, "file": file})
 
 
 def _weights_location_error(value: str, kind: UserFile) -> str | None:
@@ -106,7 +107,7 @@ class IngestParams:
     shard_size: int = rule(ge=1)
     max_file_mb: float = rule(gt=0)
     max_pixels: int = rule(ge=1)
-    background: list[int] = rule(ge=0, le=255, help="RGB behind transparent pixels")
+    background: list[int] = rule(ge=0, le=255, length=3, help="RGB behind transparent pixels")
     workers: int = rule(ge=0, help="decoding processes; 0 = the CPUs this process may use")
 
 
@@ -114,7 +115,7 @@ class IngestParams:
 class OptimParams:
     """AdamW with a linear warm-up, the same keys in each trainer's section (pipeline/core/training.py)."""
     lr: float = rule(gt=0, help="the peak, reached after warmup_steps")
-    betas: list[float] = rule(ge=0, lt=1)
+    betas: list[float] = rule(ge=0, lt=1, length=2)
     weight_decay: float = rule(ge=0, help="on matrices and embedding tables only")
     warmup_steps: int = rule(ge=0)
     grad_clip: float = rule(ge=0, help="max global gradient norm; 0 = off")
@@ -218,7 +219,7 @@ class LafiteParams:
     channel_base: int = rule(ge=8, help="channels at resolution r: min(channel_base // r, channel_max)")
     channel_max: int = rule(ge=8)
     lr: float = rule(gt=0, help="both networks' Adam learning rate (train.optim is the other generators')")
-    betas: list[float] = rule(ge=0, lt=1, help="Adam betas; GANs train with beta1 = 0")
+    betas: list[float] = rule(ge=0, lt=1, length=2, help="Adam betas; GANs train with beta1 = 0")
     r1_gamma: float = rule(ge=0, help="R1 penalty weight on real images")
     r1_every: int = rule(ge=1, help="lazy R1: penalise every this many steps, scaled up to match")
     itd_weight: float = rule(ge=0, help="discriminator-side contrastive loss (its features vs the condition)")
@@ -248,8 +249,8 @@ class TrainParams:
     mlp: Literal["linear", "conv"] = rule()
     cond_tokens: int = rule(ge=0, help="k condition tokens each block cross-attends to; 0 = AdaLN only")
     diffusion_steps: int = rule(ge=2, help="T")
-    abar_range: list[float] = rule(gt=0, lt=1, help="[start, end] of the keep probability")
-    gbar_range: list[float] = rule(gt=0, lt=1, help="[start, end] of the mask probability")
+    abar_range: list[float] = rule(gt=0, lt=1, length=2, help="[start, end] of the keep probability (falls)")
+    gbar_range: list[float] = rule(gt=0, lt=1, length=2, help="[start, end] of the mask probability (rises)")
     aux_weight: float = rule(ge=0)
     t_min_count: int = rule(ge=1)
     t_history_decay: float = rule(ge=0, lt=1)
@@ -392,6 +393,9 @@ class _Validator:
             if not isinstance(value, list):
                 self.fail(key, value, f"must be {_type_name(tp)}")
                 return value
+            if meta.get("length") is not None and len(value) != meta["length"]:
+                self.fail(key, value, f"must have exactly {meta['length']} values")
+                return value
             item = typing.get_args(tp)[0]
             return [self.convert(f"{key}[{i}]", v, item, meta) for i, v in enumerate(value)]
         return self.scalar(key, value, tp, meta)
@@ -454,10 +458,58 @@ def _field_names(cls: type) -> str:
     return ", ".join(f.name for f in dataclasses.fields(cls))
 
 
+MIN_REPLACE = 1e-9  # least 1 - abar - gbar of a schedule: pipeline.diffusion.process.Schedule's own floor
+
+
+def _schedule_problems(train: TrainParams) -> list[tuple[str, Any, str]]:
+    """The noise schedule must be a valid mask-and-replace process at every step. abar and gbar are
+    linear in t, and so is 1 - abar - gbar, and abar / (1 - gbar) is monotone, so the endpoints decide:
+    abar falls (a step never un-corrupts), gbar rises (a mask is never lifted), the uniform-replace
+    share stays >= MIN_REPLACE (at 0 the posterior no longer sums to 1) and abar / (1 - gbar), the
+    chance an unmasked code is still x_0, never rises (else a step's replace probability is negative)."""
+    (a0, a1), (g0, g1) = train.abar_range, train.gbar_range
+    both = ("train.abar_range, train.gbar_range", [train.abar_range, train.gbar_range])
+    problems = []
+    if a1 > a0:
+        problems.append(("train.abar_range", train.abar_range, "must fall: [start, end] with end <= start"))
+    if g1 < g0:
+        problems.append(("train.gbar_range", train.gbar_range, "must rise: [start, end] with end >= start"))
+    if min(1 - a0 - g0, 1 - a1 - g1) < MIN_REPLACE:
+        problems.append((*both, f"abar + gbar must stay <= 1 - {MIN_REPLACE:g} at both ends (the rest is the "
+                                "chance of a uniformly replaced code)"))
+    elif a1 / (1 - g1) > a0 / (1 - g0):
+        problems.append((*both, "abar / (1 - gbar) must not rise from start to end (a step would replace codes "
+                                "with negative probability): lower abar's end or gbar's end"))
+    return problems
+
+
+def _consistency_problems(params: Params) -> list[tuple[str, Any, str]]:
+    """Rules that tie keys together, checked once every key is valid on its own: (key, value, rule)."""
+    train, problems = params.train, []
+    if train.width % train.heads:
+        problems.append(("train.width", train.width, f"must be divisible by train.heads ({train.heads})"))
+    if train.clipgen.width % train.clipgen.heads:
+        problems.append(("train.clipgen.width", train.clipgen.width,
+                         f"must be divisible by train.clipgen.heads ({train.clipgen.heads})"))
+    problems += _schedule_problems(train)
+    if params.sample.steps is not None and params.sample.steps > train.diffusion_steps:
+        problems.append(("sample.steps", params.sample.steps,
+                         f"must be <= train.diffusion_steps ({train.diffusion_steps}), or null for all of them"))
+    factor = 2 ** (len(params.tokenizer.ch_mult) - 1)
+    if params.ingest.resolution % factor:
+        problems.append(("ingest.resolution", params.ingest.resolution,
+                         f"must be divisible by the tokenizer's downsampling factor {factor} "
+                         f"(2 ** (len(tokenizer.ch_mult) - 1))"))
+    return problems
+
+
 def parse_params(raw: Any, source: str = "params") -> Params:
     """Validate a parsed params mapping; raise ParamsError listing every problem."""
     validator = _Validator(source)
     params = validator.section("", raw, Params)
+    if not validator.errors:
+        for key, value, allowed in _consistency_problems(params):
+            validator.fail(key, value, allowed)
     if validator.errors:
         raise ParamsError("\n".join(validator.errors))
     return params

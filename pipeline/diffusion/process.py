@@ -79,6 +79,10 @@ class Schedule:
         self.bbar = ((1 - self.abar - self.gbar) / n_codes).clamp(min=0)
         t = torch.arange(1, steps + 1)
         a, g, b = self.transition(t - 1, t)
+        # every step's own probabilities, before any clamp (1e-12: float64 rounding at a constant abar / (1 - gbar))
+        if (a > 1).any() or (g < 0).any() or (1 - a - g < -1e-12).any():
+            raise ValueError("schedule needs abar falling, gbar rising and abar / (1 - gbar) never rising, so that "
+                             "every step is a valid mask-and-replace transition (train.abar_range, train.gbar_range)")
         self.alpha = torch.cat([one, a])
         self.gamma = torch.cat([one * 0, g])
         self.beta = torch.cat([one * 0, b])
