@@ -9,14 +9,12 @@ weights of an uninterrupted run.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from pipeline.clipgen.model import ClipgenConfig, ClipGPT
 from pipeline.core import distributed
@@ -32,10 +30,10 @@ from pipeline.core.training import (
     clip_gradients,
     lr_at,
     make_adamw,
-    save_checkpoint,
     set_lr,
 )
 from pipeline.generator.data import GeneratorRun, TrainingData
+from pipeline.generator.loop import finished_run, train_loop
 from pipeline.generator.pseudo_text import ConditionMeans, pseudo_text
 from pipeline.generator.resume import generator_resume
 
@@ -121,34 +119,14 @@ def train_clipgen(params: TrainParams, data: TrainingData, work_dir: Path,
               "text_mean": None if data.means is None else data.means.text.tolist()}
     key, state = generator_resume(params, inputs, work_dir)
     trainer = build_trainer(params, config, device, data.means, state)
-    start, history, seconds = (0, [], 0.0) if state is None else (state["step"], state["history"], state["seconds"])
-    if log is not None:
-        log.begin(start, history)
     loader = Prefetcher([data.codes, data.embeddings],
                         lambda step: batch_indices(len(data.codes), params.batch_size, step, params.seed), device)
-    progress = tqdm(range(start, params.steps), initial=start, total=params.steps, desc="train", unit="step",
-                    disable=not distributed.is_main())
-    tick, tick_step = time.perf_counter(), start
-    for step in progress:
-        loss = train_step(trainer, loader, step, params)
-        done = step + 1
-        if done % params.log_every == 0 or done == params.steps:
-            now = time.perf_counter()
-            seconds += now - tick
-            row = {"step": done, "loss": distributed.mean(loss).item(), "lr": trainer.optimizer.param_groups[0]["lr"],
-                   "steps_per_s": (done - tick_step) / max(now - tick, 1e-9)}
-            history.append(row)
-            if log is not None:
-                log.row(row)
-            progress.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
-            tick, tick_step = now, done
-        if (done % params.checkpoint_every == 0 or done == params.steps) and distributed.is_main():
-            save_checkpoint(work_dir, done, {
-                "fingerprint": key, "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
-                "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
-                "history": history, "seconds": seconds,
-            })
-    model = trainer.model
-    if trainer.ema is not None:
-        trainer.ema.copy_to(model)
-    return GeneratorRun(model.eval(), config, history, params.steps, params.steps * params.batch_size, seconds, start)
+    result = train_loop(
+        params, work_dir, state, lambda step: train_step(trainer, loader, step, params),
+        lambda loss: {"loss": distributed.mean(loss).item(), "lr": trainer.optimizer.param_groups[0]["lr"]},
+        lambda logged: {"loss": f"{logged['loss']:.3f}"},
+        lambda: {"fingerprint": key, "model": trainer.model.state_dict(),
+                 "optimizer": trainer.optimizer.state_dict(),
+                 "ema": trainer.ema.state_dict() if trainer.ema is not None else None},
+        log)
+    return finished_run(trainer.model, trainer.ema, config, params, result)

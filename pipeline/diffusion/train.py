@@ -8,13 +8,11 @@ weights as an uninterrupted run (see pipeline/core/training.py for how).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from pipeline.core import distributed
 from pipeline.core.device import autocast, resolve_device
@@ -29,12 +27,12 @@ from pipeline.core.training import (
     clip_gradients,
     lr_at,
     make_adamw,
-    save_checkpoint,
     set_lr,
 )
 from pipeline.diffusion.model import noise_schedule
 from pipeline.diffusion.process import Losses, Schedule, TimestepSampler, denoising_loss, q_sample
 from pipeline.generator.data import GeneratorRun, TrainingData
+from pipeline.generator.loop import finished_run, train_loop
 from pipeline.generator.pseudo_text import ConditionMeans, pseudo_text
 from pipeline.generator.resume import generator_resume
 from pipeline.diffusion.transformer import Transformer, TransformerConfig
@@ -130,36 +128,20 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path,
               "text_mean": None if data.means is None else data.means.text.tolist()}
     key, state = generator_resume(params, inputs, work_dir)
     trainer = build_trainer(params, config, device, data.means, state)
-    start, history, seconds = (0, [], 0.0) if state is None else (state["step"], state["history"], state["seconds"])
-    if log is not None:
-        log.begin(start, history)
     loader = Prefetcher([data.codes, data.embeddings],
                         lambda step: batch_indices(len(data.codes), params.batch_size, step, params.seed), device)
-    progress = tqdm(range(start, params.steps), initial=start, total=params.steps, desc="train", unit="step",
-                    disable=not distributed.is_main())
-    tick, tick_step = time.perf_counter(), start
-    for step in progress:
-        losses, vb = train_step(trainer, loader, step, params)
-        done = step + 1
-        if done % params.log_every == 0 or done == params.steps:
-            now = time.perf_counter()
-            seconds += now - tick
-            loss, aux = distributed.mean(torch.stack([losses.loss.detach(), losses.aux.detach().mean()])).tolist()
-            row = {"step": done, "loss": loss, "vlb": vb.mean().item(), "aux": aux,
-                   "lr": trainer.optimizer.param_groups[0]["lr"],
-                   "steps_per_s": (done - tick_step) / max(now - tick, 1e-9)}
-            history.append(row)
-            if log is not None:
-                log.row(row)
-            progress.set_postfix(loss=f"{row['loss']:.3f}", vlb=f"{row['vlb']:.3f}", refresh=False)
-            tick, tick_step = now, done
-        if (done % params.checkpoint_every == 0 or done == params.steps) and distributed.is_main():
-            save_checkpoint(work_dir, done, {
-                "fingerprint": key, "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
-                "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
-                "t_sampler": trainer.t_sampler.state_dict(), "history": history, "seconds": seconds,
-            })
-    model = trainer.model
-    if trainer.ema is not None:
-        trainer.ema.copy_to(model)
-    return GeneratorRun(model.eval(), config, history, params.steps, params.steps * params.batch_size, seconds, start)
+
+    def row(output: tuple[Losses, torch.Tensor]) -> dict[str, float]:
+        losses, vb = output
+        loss, aux = distributed.mean(torch.stack([losses.loss.detach(), losses.aux.detach().mean()])).tolist()
+        return {"loss": loss, "vlb": vb.mean().item(), "aux": aux, "lr": trainer.optimizer.param_groups[0]["lr"]}
+
+    result = train_loop(
+        params, work_dir, state, lambda step: train_step(trainer, loader, step, params), row,
+        lambda logged: {"loss": f"{logged['loss']:.3f}", "vlb": f"{logged['vlb']:.3f}"},
+        lambda: {"fingerprint": key, "model": trainer.model.state_dict(),
+                 "optimizer": trainer.optimizer.state_dict(),
+                 "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
+                 "t_sampler": trainer.t_sampler.state_dict()},
+        log)
+    return finished_run(trainer.model, trainer.ema, config, params, result)

@@ -11,13 +11,11 @@ Single-process: LAFITE at this project's sizes needs no data parallelism.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from pipeline.clip.encoder import ClipEncoder
 from pipeline.core.device import autocast, resolve_device
@@ -25,8 +23,9 @@ from pipeline.core.errors import UserError
 from pipeline.core.live import TrainingLog
 from pipeline.core.params import TrainParams
 from pipeline.core.rng import normal, seed_everything, step_generator
-from pipeline.core.training import EMA, Prefetcher, batch_indices, save_checkpoint
+from pipeline.core.training import EMA, Prefetcher, batch_indices
 from pipeline.generator.data import GeneratorRun, ImageTrainingData
+from pipeline.generator.loop import finished_run, train_loop
 from pipeline.generator.pseudo_text import ConditionMeans, perturb, pseudo_text
 from pipeline.generator.resume import generator_resume
 from pipeline.lafite.losses import d_adversarial, g_adversarial, info_nce, r1_penalty
@@ -176,38 +175,26 @@ def train_lafite(params: TrainParams, data: ImageTrainingData, clip: ClipEncoder
                                            "text_mean": None if data.means is None else data.means.text.tolist(),
                                            "clip": [clip.model_name, clip.checkpoint_id]}, work_dir)
     trainer = build_trainer(params, config, clip, device, data.means, state)
-    start, history, seconds, r1 = (0, [], 0.0, math.nan) if state is None else (
-        state["step"], state["history"], state["seconds"], state["r1"])
-    if log is not None:
-        log.begin(start, history)
     loader = Prefetcher([data.images, data.embeddings],
                         lambda step: batch_indices(len(data.images), params.batch_size, step, params.seed), device)
-    progress = tqdm(range(start, params.steps), initial=start, total=params.steps, desc="train", unit="step")
-    tick, tick_step = time.perf_counter(), start
-    for step in progress:
-        losses = train_step(trainer, loader, step, params)
-        r1 = r1 if losses.r1 is None else losses.r1.item()  # the latest penalty: R1 runs every r1_every steps
-        done = step + 1
-        if done % params.log_every == 0 or done == params.steps:
-            now = time.perf_counter()
-            seconds += now - tick
-            row = {"step": done, "d_loss": losses.d_loss.item(), "g_loss": losses.g_loss.item(), "r1": r1,
-                   "itd": losses.itd.item(), "itc": losses.itc.item(),
-                   "steps_per_s": (done - tick_step) / max(now - tick, 1e-9)}
-            history.append(row)
-            if log is not None:
-                log.row(row)
-            progress.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", refresh=False)
-            tick, tick_step = now, done
-        if done % params.checkpoint_every == 0 or done == params.steps:
-            save_checkpoint(work_dir, done, {
-                "fingerprint": key, "generator": trainer.generator.state_dict(),
-                "discriminator": trainer.discriminator.state_dict(),
-                "g_optimizer": trainer.g_optimizer.state_dict(), "d_optimizer": trainer.d_optimizer.state_dict(),
-                "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
-                "history": history, "seconds": seconds, "r1": r1,
-            })
-    model = trainer.generator
-    if trainer.ema is not None:
-        trainer.ema.copy_to(model)
-    return GeneratorRun(model.eval(), config, history, params.steps, params.steps * params.batch_size, seconds, start)
+    r1 = math.nan if state is None else state["r1"]  # the latest penalty: R1 runs every r1_every steps
+
+    def step(index: int) -> StepLosses:
+        nonlocal r1
+        losses = train_step(trainer, loader, index, params)
+        r1 = r1 if losses.r1 is None else losses.r1.item()
+        return losses
+
+    def row(losses: StepLosses) -> dict[str, float]:
+        return {"d_loss": losses.d_loss.item(), "g_loss": losses.g_loss.item(), "r1": r1,
+                "itd": losses.itd.item(), "itc": losses.itc.item()}
+
+    result = train_loop(
+        params, work_dir, state, step, row,
+        lambda logged: {"d": f"{logged['d_loss']:.3f}", "g": f"{logged['g_loss']:.3f}"},
+        lambda: {"fingerprint": key, "generator": trainer.generator.state_dict(),
+                 "discriminator": trainer.discriminator.state_dict(),
+                 "g_optimizer": trainer.g_optimizer.state_dict(), "d_optimizer": trainer.d_optimizer.state_dict(),
+                 "ema": trainer.ema.state_dict() if trainer.ema is not None else None, "r1": r1},
+        log)
+    return finished_run(trainer.generator, trainer.ema, config, params, result)
