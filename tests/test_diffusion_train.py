@@ -24,7 +24,8 @@ from tests.conftest import REPO, make_params
 
 TINY = {"train.depth": 1, "train.width": 32, "train.heads": 2, "train.diffusion_steps": 10, "train.steps": 120,
         "train.batch_size": 8, "train.optim.warmup_steps": 5, "train.checkpoint_every": 10, "train.log_every": 5,
-        "train.optim.lr": 2e-3, "train.t_min_count": 2, "train.device": "cpu", "train.pseudo_text": "clipvq"}
+        "train.optim.lr": 2e-3, "train.t_min_count": 2, "train.device": "cpu", "train.pseudo_text": "clipvq",
+        "sample.steps": 5}  # T = 10: the sampler may take at most 10 steps
 
 
 def write_caches(root, n=48, n_codes=16, grid=4, dim=16, drop_embedding=False):
