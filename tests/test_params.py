@@ -5,7 +5,9 @@ import sys
 import pytest
 
 from pipeline.core.errors import ParamsError
-from pipeline.core.params import load_params, parse_params
+from pipeline.core.params import MIN_REPLACE, load_params, parse_params
+from pipeline.diffusion.model import noise_schedule
+from pipeline.diffusion.process import MIN_REPLACE as SCHEDULE_MIN_REPLACE
 from tests.conftest import REPO, default_raw_params, with_overrides
 
 
@@ -83,20 +85,20 @@ def test_keys_that_must_agree_are_checked_on_load(overrides, key, words):
 def test_the_schedule_rule_on_load_is_the_schedules_own(abar, gbar):
     """params.yaml accepts exactly the (abar_range, gbar_range) that make a valid Schedule, so a run
     never fails at the train stage over a schedule its params passed."""
-    from pipeline.diffusion.model import noise_schedule
     try:
         noise_schedule(16, 100, abar, gbar)
         valid = True
     except ValueError:
         valid = False
-    from pipeline.core.params import MIN_REPLACE
-    from pipeline.diffusion.process import MIN_REPLACE as SCHEDULE_MIN_REPLACE
-    assert MIN_REPLACE == SCHEDULE_MIN_REPLACE
     overrides = {"train.abar_range": abar, "train.gbar_range": gbar}
     if valid:
         parse_params(with_overrides(default_raw_params(), overrides))
     else:
         assert "train." in errors_for(overrides)
+
+
+def test_the_schedule_floor_on_load_is_the_schedules_own():
+    assert MIN_REPLACE == SCHEDULE_MIN_REPLACE
 
 
 def test_choices_are_listed():
