@@ -14,8 +14,9 @@ import torch
 
 from pipeline.clip.encoder import ClipEncoder, ClipWeightsError, inference_transform, preprocess_images
 from pipeline.clip.pretrain import clip_images, trainable_world
-from pipeline.clip.train import (evaluate_clip, modality_gap, multi_positive_loss, pseudo_text_cosines,
-                                 retrieval_accuracy, save_clip, train_clip, zero_shot_accuracy)
+from pipeline.clip.train import (TokenCache, attribute_codes, caption_matches, evaluate_clip, modality_gap,
+                                 multi_positive_loss, pseudo_text_cosines, retrieval_accuracy, save_clip, train_clip,
+                                 zero_shot_accuracy)
 from pipeline.core.errors import UserError
 from pipeline.generator.pseudo_text import ABLATION
 from pipeline.core.checksum import sha256_file
@@ -107,6 +108,28 @@ def test_the_contrastive_loss_spreads_its_target_over_every_match():
             positives = torch.nonzero(m[i]).flatten()
             by_hand += -rows[i].log_softmax(0)[positives].mean() / 5 / 2
     torch.testing.assert_close(multi_positive_loss(images, texts, scale, matches).double(), by_hand)
+
+
+@pytest.mark.parametrize("world", [SHAPES_WORLD, FACES_WORLD], ids=lambda w: w.name)
+def test_a_caption_matches_every_image_that_agrees_with_each_attribute_it_names(world):
+    rng = np.random.default_rng(0)
+    combos = world.attribute_combinations()
+    images = [combos[i] for i in rng.integers(len(combos), size=40)]
+    captions = [{k: v for k, v in combos[i].items() if rng.random() < 0.6} for i in rng.integers(len(combos), size=40)]
+    captions[:len(images) // 2] = images[:len(images) // 2]  # full captions of their own images too
+    by_hand = [[all(image[k] == v for k, v in named.items()) for named in captions] for image in images]
+    matches = caption_matches(attribute_codes(images, world), captions, world)
+    assert matches.tolist() == by_hand
+    assert matches.diagonal()[:len(images) // 2].all() and not matches.all()
+
+
+def test_the_token_cache_gives_the_tokenizers_rows_and_tokenises_each_caption_once():
+    tokenizer = open_clip.get_tokenizer(MODEL)
+    tokenised = []
+    cache = TokenCache(lambda texts: tokenised.extend(texts) or tokenizer(texts))
+    first, second = ["a red circle", "a blue square", "a red circle"], ["a blue square", "a small red circle"]
+    assert torch.equal(cache(first), tokenizer(first)) and torch.equal(cache(second), tokenizer(second))
+    assert tokenised == ["a red circle", "a blue square", "a small red circle"]
 
 
 def test_the_temperature_starts_where_params_put_it():

@@ -8,6 +8,7 @@ from pipeline.core.errors import ParamsError
 from pipeline.core.params import MIN_REPLACE, load_params, parse_params
 from pipeline.diffusion.model import noise_schedule
 from pipeline.diffusion.process import MIN_REPLACE as SCHEDULE_MIN_REPLACE
+from pipeline.tokenizer.model import VQGAN
 from tests.conftest import REPO, default_raw_params, with_overrides
 
 
@@ -85,16 +86,30 @@ def test_keys_that_must_agree_are_checked_on_load(overrides, key, words):
 def test_the_schedule_rule_on_load_is_the_schedules_own(abar, gbar):
     """params.yaml accepts exactly the (abar_range, gbar_range) that make a valid Schedule, so a run
     never fails at the train stage over a schedule its params passed."""
+    assert_accepted_exactly_when_it_builds(lambda: noise_schedule(16, 100, abar, gbar),
+                                           {"train.abar_range": abar, "train.gbar_range": gbar}, "train.")
+
+
+@pytest.mark.parametrize("resolution, ch_mult", [
+    (32, [1, 2, 4]), (30, [1, 2, 4]), (36, [1, 2, 4]), (36, [1, 2, 4, 8]), (64, [1, 2, 4, 8]), (10, [1, 2]),
+    (9, [1, 2]), (9, [1]), (48, [1, 1, 2, 2, 4]), (40, [1, 1, 2, 2, 4]),
+])
+def test_the_resolution_rule_on_load_is_the_tokenizers_own(resolution, ch_mult):
+    """params.yaml accepts exactly the ingest.resolution the tokenizer of its ch_mult can take."""
+    assert_accepted_exactly_when_it_builds(lambda: VQGAN(8, 4, 4, ch_mult, 1, [], resolution, "none"),
+                                           {"ingest.resolution": resolution, "tokenizer.ch_mult": ch_mult},
+                                           "ingest.resolution")
+
+
+def assert_accepted_exactly_when_it_builds(build, overrides: dict, key: str) -> None:
+    """params with ``overrides`` load when ``build()`` (the library's own check) succeeds, and
+    are refused naming ``key`` when it raises ValueError."""
     try:
-        noise_schedule(16, 100, abar, gbar)
-        valid = True
+        build()
     except ValueError:
-        valid = False
-    overrides = {"train.abar_range": abar, "train.gbar_range": gbar}
-    if valid:
-        parse_params(with_overrides(default_raw_params(), overrides))
+        assert key in errors_for(overrides)
     else:
-        assert "train." in errors_for(overrides)
+        parse_params(with_overrides(default_raw_params(), overrides))
 
 
 def test_the_schedule_floor_on_load_is_the_schedules_own():

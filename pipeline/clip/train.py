@@ -17,7 +17,7 @@ make it behave like one (DESIGN.md, "The modality gap"; reports/clip.json measur
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,35 @@ def _caption_attributes(attributes: Attributes, partial_p: float, rng: np.random
     return {names[j]: attributes[names[j]] for j in named}
 
 
+def attribute_codes(attributes: Sequence[Attributes], world: World) -> np.ndarray:
+    """(N, A) index of each example's value of each of the world's attributes."""
+    return np.array([[values.index(labels[name]) for name, values in world.attributes.items()]
+                     for labels in attributes])
+
+
+def caption_matches(image_codes: np.ndarray, named: Sequence[Attributes], world: World) -> torch.Tensor:
+    """(B, B) bool: caption j describes image i, every attribute it names equal to the image's
+    (``image_codes`` as from ``attribute_codes``)."""
+    named_codes = np.array([[values.index(n[name]) if name in n else -1 for name, values in world.attributes.items()]
+                            for n in named])
+    agrees = (image_codes[:, None, :] == named_codes[None]) | (named_codes[None] < 0)
+    return torch.from_numpy(agrees.all(-1))
+
+
+class TokenCache:
+    """A tokenizer's rows, each caption tokenised once: a world has few distinct captions, and
+    tokenising them anew each step costs as much as a fifth of a faces CLIP step's forward."""
+
+    def __init__(self, tokenizer: Callable[[list[str]], torch.Tensor]) -> None:
+        self.tokenizer, self.rows = tokenizer, {}
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        new = [t for t in dict.fromkeys(texts) if t not in self.rows]
+        if new:
+            self.rows.update(zip(new, self.tokenizer(new)))
+        return torch.stack([self.rows[t] for t in texts])
+
+
 def multi_positive_loss(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor,
                         matches: torch.Tensor) -> torch.Tensor:
     """Symmetric contrastive loss whose targets spread evenly over every matching pair.
@@ -91,8 +120,9 @@ def train_clip(model_name: str, images: torch.Tensor, attributes: Sequence[Attri
     with torch.no_grad():
         model.logit_scale.fill_(math.log(params.logit_scale))
     model.logit_scale.requires_grad_(params.learn_logit_scale)
-    tokenizer = open_clip.get_tokenizer(model_name)
+    tokenize = TokenCache(open_clip.get_tokenizer(model_name))
     pixels = preprocess_images(model, images)
+    codes = attribute_codes(attributes, world)
     by_combination: dict[tuple[str, ...], list[int]] = {}
     for index, labels in enumerate(attributes):
         by_combination.setdefault(tuple(labels[name] for name in world.attributes), []).append(index)
@@ -109,11 +139,10 @@ def train_clip(model_name: str, images: torch.Tensor, attributes: Sequence[Attri
         named = [_caption_attributes(attributes[i], params.partial_p, rng) for i in index]
         texts = [world.reword(n, rng) if rng.random() < params.augment_p else world.describe(n, canonical_template)
                  for n in named]
-        matches = torch.tensor([[all(attributes[i][k] == v for k, v in n.items()) for n in named] for i in index],
-                               device=torch_device)
+        matches = caption_matches(codes[index], named, world).to(torch_device)
         batch = pixels[torch.from_numpy(index)].to(torch_device)
         with autocast(torch_device):
-            image_features, text_features, scale = model(batch, tokenizer(texts).to(torch_device))[:3]
+            image_features, text_features, scale = model(batch, tokenize(texts).to(torch_device))[:3]
             loss = multi_positive_loss(image_features, text_features, scale, matches)
         set_lr(optimizer, lr_at(step, params.optim.lr, params.optim.warmup_steps, params.steps, cosine=True))
         optimizer.zero_grad(set_to_none=True)

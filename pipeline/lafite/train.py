@@ -23,7 +23,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.live import TrainingLog
 from pipeline.core.params import TrainParams
 from pipeline.core.rng import normal, seed_everything, step_generator
-from pipeline.core.training import EMA, Prefetcher, batch_indices
+from pipeline.core.training import EMA, Prefetcher, adam_kernel, batch_indices
 from pipeline.generator.data import GeneratorRun, ImageTrainingData
 from pipeline.generator.loop import finished_run, train_loop
 from pipeline.generator.pseudo_text import ConditionMeans, perturb, pseudo_text
@@ -73,8 +73,10 @@ def build_trainer(params: TrainParams, config: LafiteConfig, clip: ClipEncoder, 
     seed_everything(params.seed)
     generator, discriminator = build_generator(config).to(device), build_discriminator(config).to(device)
     lafite = params.lafite
-    g_optimizer = torch.optim.Adam(generator.parameters(), lr=lafite.lr, betas=tuple(lafite.betas))
-    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=lafite.lr, betas=tuple(lafite.betas))
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=lafite.lr, betas=tuple(lafite.betas),
+                                   **adam_kernel(list(generator.parameters())))
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=lafite.lr, betas=tuple(lafite.betas),
+                                   **adam_kernel(list(discriminator.parameters())))
     ema = EMA(generator, params.ema_decay) if params.ema_decay > 0 else None
     if state is not None:
         generator.load_state_dict(state["generator"])
