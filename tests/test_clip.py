@@ -118,7 +118,7 @@ def test_a_caption_matches_every_image_that_agrees_with_each_attribute_it_names(
     captions = [{k: v for k, v in combos[i].items() if rng.random() < 0.6} for i in rng.integers(len(combos), size=40)]
     captions[:len(images) // 2] = images[:len(images) // 2]  # full captions of their own images too
     by_hand = [[all(image[k] == v for k, v in named.items()) for named in captions] for image in images]
-    matches = caption_matches(attribute_codes(images, world), captions, world)
+    matches = caption_matches(attribute_codes(images, world), attribute_codes(captions, world))
     assert matches.tolist() == by_hand
     assert matches.diagonal()[:len(images) // 2].all() and not matches.all()
 

@@ -60,18 +60,17 @@ def _caption_attributes(attributes: Attributes, partial_p: float, rng: np.random
     return {names[j]: attributes[names[j]] for j in named}
 
 
-def attribute_codes(attributes: Sequence[Attributes], world: World) -> np.ndarray:
-    """(N, A) index of each example's value of each of the world's attributes."""
-    return np.array([[values.index(labels[name]) for name, values in world.attributes.items()]
-                     for labels in attributes])
+def attribute_codes(rows: Sequence[Attributes], world: World) -> np.ndarray:
+    """(N, A) index of each row's value of each of the world's attributes; -1 where a row (a
+    partial caption's) does not name the attribute."""
+    return np.array([[values.index(row[name]) if name in row else -1 for name, values in world.attributes.items()]
+                     for row in rows])
 
 
-def caption_matches(image_codes: np.ndarray, named: Sequence[Attributes], world: World) -> torch.Tensor:
+def caption_matches(image_codes: np.ndarray, caption_codes: np.ndarray) -> torch.Tensor:
     """(B, B) bool: caption j describes image i, every attribute it names equal to the image's
-    (``image_codes`` as from ``attribute_codes``)."""
-    named_codes = np.array([[values.index(n[name]) if name in n else -1 for name, values in world.attributes.items()]
-                            for n in named])
-    agrees = (image_codes[:, None, :] == named_codes[None]) | (named_codes[None] < 0)
+    (both as from ``attribute_codes``)."""
+    agrees = (image_codes[:, None, :] == caption_codes[None]) | (caption_codes[None] < 0)
     return torch.from_numpy(agrees.all(-1))
 
 
@@ -139,7 +138,7 @@ def train_clip(model_name: str, images: torch.Tensor, attributes: Sequence[Attri
         named = [_caption_attributes(attributes[i], params.partial_p, rng) for i in index]
         texts = [world.reword(n, rng) if rng.random() < params.augment_p else world.describe(n, canonical_template)
                  for n in named]
-        matches = caption_matches(codes[index], named, world).to(torch_device)
+        matches = caption_matches(codes[index], attribute_codes(named, world)).to(torch_device)
         batch = pixels[torch.from_numpy(index)].to(torch_device)
         with autocast(torch_device):
             image_features, text_features, scale = model(batch, tokenize(texts).to(torch_device))[:3]
