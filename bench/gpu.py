@@ -19,8 +19,10 @@ Without a CUDA device it says so and writes nothing. --smoke-cpu runs every sect
 CPU at a tiny size (fp32, no compile, gloo), to test the code paths; its figures mean nothing.
 The sampler comparison needs diffusers: pip install -e '.[bench]'.
 
-Usage: python bench/gpu.py [--batch 64] [--tokenizer-batch 16] [--budget-s 270] [--peak-tflops T]
+Usage: python bench/gpu.py [--batch 64 [128 ...]] [--tokenizer-batch 16] [--budget-s 270] [--peak-tflops T]
                            [--out reports/bench.md] [--smoke-cpu] [--threads N] (--help: all flags)
+       python bench/gpu.py --compose FILE   # here, with DVC: the preset's params, for
+       python bench/gpu.py --params FILE    # there, on a GPU machine without DVC
 """
 
 from __future__ import annotations
@@ -48,8 +50,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.clip.encoder import ClipEncoder, preprocess_images
 from pipeline.core.atomic import write_bytes
-from pipeline.core.conf import compose
-from pipeline.core.params import Params, TokenizerParams, TrainParams
+from pipeline.core.params import Params, TokenizerParams, TrainParams, load_params
 from pipeline.core.training import Prefetcher, batch_indices
 from pipeline.diffusion.train import model_config, train_step
 from pipeline.diffusion.transformer import TransformerConfig, flops_per_step
@@ -82,7 +83,7 @@ TARGET_MFU = 0.40  # the issue's acceptance figures
 TARGET_SPEEDUP, TARGET_GAP = 5.0, 1e-5
 
 SIZES = {  # the size flags: (default, default with --smoke-cpu, what it sets)
-    "batch": (64, 4, "the paper transformer's training batch"),
+    "batch": (64, 4, "the paper transformer's training batch; several give a row each (the first also for DDP)"),
     "tokenizer_batch": (16, 4, "the tokenizer's training batch (the preset's is 64 over 8 GPUs)"),
     "steps": (10, 2, "timed steps of each training measurement; the median counts"),
     "warmup": (3, 1, "untimed steps before them, where compilation happens"),
@@ -132,7 +133,7 @@ class Setup:
     device: torch.device
     peak: Peak
     budget: Budget
-    batch: int  # the transformer's training batch
+    batches: tuple[int, ...]  # the transformer's training batches, a row each
     tokenizer_batch: int
     steps: int  # timed steps of each training measurement (the median counts)
     warmup: int  # untimed steps before them (compilation happens there)
@@ -272,25 +273,26 @@ def matmul_row(setup: Setup) -> list[str]:
 
 def transformer_section(setup: Setup) -> Table:
     cfg = transformer_config(setup.params)
-    train = dataclasses.replace(setup.params.train, batch_size=setup.batch)
+    trains = [dataclasses.replace(setup.params.train, batch_size=batch) for batch in setup.batches]
     table = Table("Paper transformer: training step, eager and compiled",
                   ["run", "parameters", "batch", "step ms", "images/s", "TFLOP/s", "MFU",
                    "peak memory GiB"],
                   [f"{cfg.depth} x {cfg.width}, {cfg.heads} heads, {cfg.mlp} MLP, K={cfg.n_codes}, "
                    f"{cfg.grid_h}x{cfg.grid_w} grid, CLIP width {cfg.clip_dim}, T={cfg.steps}; "
-                   f"{precision(setup, f'{train.precision} autocast')}. The train stage's `train_step` (noise, "
+                   f"{precision(setup, f'{trains[0].precision} autocast')}. The train stage's `train_step` (noise, "
                    "forward, backward, clipping, AdamW, EMA) on random codes; median of "
                    f"{setup.steps} steps (after {setup.warmup} warm-up). FLOPs are 3x `flops_per_step`.",
                    "",
                    f"MFU is of the peak: {setup.peak.source}. Target: MFU >= {TARGET_MFU:.0%} at a batch that "
                    "fits. The matmul row is the reference: one square matmul, best of "
                    f"{setup.repeats + 2}."])
-    table.measure("eager", lambda: training_row(dataclasses.replace(train, compile=False), cfg, setup), setup)
-    if setup.cuda:
-        table.measure("torch.compile",
-                      lambda: training_row(dataclasses.replace(train, compile=True), cfg, setup), setup)
-    else:
-        table.note("torch.compile", "skipped: build_trainer compiles on CUDA only")
+    for train in trains:
+        table.measure("eager", lambda: training_row(dataclasses.replace(train, compile=False), cfg, setup), setup)
+        if setup.cuda:
+            table.measure("torch.compile",
+                          lambda: training_row(dataclasses.replace(train, compile=True), cfg, setup), setup)
+        else:
+            table.note("torch.compile", "skipped: build_trainer compiles on CUDA only")
     size, dtype = reference_matmul(setup)
     table.measure(f"reference: {str(dtype).removeprefix('torch.')} matmul {size}x{size}", lambda: matmul_row(setup),
                   setup)
@@ -391,7 +393,7 @@ def ddp_row(params: TrainParams, cfg: TransformerConfig, backend: str, setup: Se
 def ddp_section(setup: Setup) -> Table:
     backend = "nccl" if setup.cuda else "gloo"
     cfg = transformer_config(setup.params)
-    train = dataclasses.replace(setup.params.train, batch_size=setup.batch, compile=False)
+    train = dataclasses.replace(setup.params.train, batch_size=setup.batches[0], compile=False)
     table = Table("Data parallelism: one-process DistributedDataParallel step",
                   ["backend", "world size", "parameters", "batch", "step ms", "images/s", "losses finite",
                    "peak memory GiB"],
@@ -466,6 +468,12 @@ def shrunk(params: Params) -> Params:
         sample=dataclasses.replace(params.sample, samples_per_prompt=4))
 
 
+def preset_params() -> Params:
+    """The preset composed from conf/ as `dvc exp run -S preset=...` composes it (needs DVC; --params does not)."""
+    from pipeline.core.conf import compose
+    return compose(REPO / "conf", f"preset={PRESET}")
+
+
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "none (CPU smoke run, --smoke-cpu)"
 
@@ -520,18 +528,29 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, when the table lacks it")
     parser.add_argument("--smoke-cpu", action="store_true", help="every section on CPU at a tiny size (for tests)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--params", type=Path,
+                        help=f"the {PRESET} preset's params.yaml composed elsewhere (`python bench/gpu.py --compose FILE` "
+                             "writes one), for a GPU machine without DVC; default: compose conf/ here")
+    parser.add_argument("--compose", type=Path, metavar="FILE",
+                        help=f"write the {PRESET} preset's composed params to FILE, then stop (needs DVC, not CUDA)")
     for name, (gpu, smoke, what) in SIZES.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int,
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, nargs="+" if name == "batch" else None,
                             help=f"{what} (default {gpu}; {smoke} with --smoke-cpu)")
     args = parser.parse_args()
     for name, (gpu, smoke, _) in SIZES.items():
         if getattr(args, name) is None:
             setattr(args, name, smoke if args.smoke_cpu else gpu)
+    args.batch = [args.batch] if isinstance(args.batch, int) else args.batch
     return args
 
 
 def main() -> None:
     args = parse_args()
+    if args.compose:
+        from pipeline.core.conf import compose_to  # DVC's Hydra, needed here only
+        compose_to(args.compose, REPO / "conf", f"preset={PRESET}")
+        print(f"wrote the {PRESET} preset's params to {args.compose}")
+        return
     budget = Budget(args.budget_s)
     if not args.smoke_cpu and not torch.cuda.is_available():
         print(f"no CUDA device: bench/gpu.py measures GPUs only (torch {torch.__version__}, CUDA not available); "
@@ -539,14 +558,14 @@ def main() -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    params = compose(REPO / "conf", f"preset={PRESET}")
+    params = load_params(args.params) if args.params else preset_params()
     if args.smoke_cpu:
         device = torch.device("cpu")
         params, peak = shrunk(params), Peak(matmul_peak(device, 512, 5), "an fp32 matmul measured on this CPU")
     else:
         device = torch.device("cuda", torch.cuda.current_device())
         peak = card_peak(torch.cuda.get_device_name(device), args.peak_tflops)
-    setup = Setup(params, device, peak, budget, args.batch, args.tokenizer_batch, args.steps, args.warmup,
+    setup = Setup(params, device, peak, budget, tuple(args.batch), args.tokenizer_batch, args.steps, args.warmup,
                   args.repeats, args.points)
     command = " ".join(["python bench/gpu.py", *sys.argv[1:]])
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -15,6 +15,7 @@ from types import ModuleType
 
 import pytest
 
+from pipeline.core.params import load_params
 from tests.conftest import REPO
 
 SECTIONS = ("Paper transformer: training step", "Reverse step: ours against diffusers'", "Embed: CLIP",
@@ -110,6 +111,28 @@ def test_smoke_cpu_runs_every_section_and_replaces_only_the_gpu_part(tmp_path: P
     for title in SECTIONS:
         for row in table_rows(text, title):
             assert "skipped:" in row, row
+
+
+def test_a_preset_composed_here_runs_where_dvc_is_not(tmp_path: Path) -> None:
+    """--compose writes the preset as DVC composes it; --params reads it back with DVC unimportable (a GPU
+    machine may lack it), and several --batch values give a row each."""
+    preset = tmp_path / "ffhq256.yaml"
+    run = bench_gpu("--compose", str(preset))
+    assert run.returncode == 0, run.stderr
+    params = load_params(preset)
+    assert (params.train.depth, params.train.width, params.tokenizer.n_codes, params.ingest.resolution) == (
+        24, 512, 4096, 256)
+    out = tmp_path / "bench.md"
+    without_dvc = ("import runpy, sys; sys.modules['dvc'] = None; sys.path.insert(0, 'bench'); "
+                   "sys.argv = ['bench/gpu.py', *sys.argv[1:]]; runpy.run_path('bench/gpu.py', run_name='__main__')")
+    run = subprocess.run([sys.executable, "-c", without_dvc, "--smoke-cpu", "--threads", "1", "--params", str(preset),
+                          "--batch", "2", "3", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert run.returncode == 0, run.stderr
+    rows = table_rows(out.read_text(), SECTIONS[0])
+    assert [row.split(" | ")[:3] for row in rows[:4]] == [
+        ["| eager", "1M", "2"], ["| torch.compile", "skipped: build_trainer compiles on CUDA only", "-"],
+        ["| eager", "1M", "3"], ["| torch.compile", "skipped: build_trainer compiles on CUDA only", "-"]]
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch._functorch.config as functorch_config
 from tqdm import tqdm
 
 from pipeline.core import distributed
@@ -122,7 +123,10 @@ def _build_trainer(params: TokenizerParams, resolution: int, device: torch.devic
             disc.load_state_dict(state["disc"])
             disc_opt.load_state_dict(state["disc_optimizer"])
     net = distributed.wrap(model)
-    net = torch.compile(net) if cuda and params.compile else net
+    if cuda and params.compile:
+        if disc is not None:  # adaptive_gan_weight differentiates the compiled graph again (retain_graph=True),
+            functorch_config.donated_buffer = False  # which AOTAutograd's donated buffers forbid (seen on an H200)
+        net = torch.compile(net)
     disc_net = distributed.wrap(disc) if disc is not None else None
     return _Trainer(model, net, optimizer, ema, disc, disc_net, disc_opt, perceptual, layout)
 
