@@ -468,10 +468,12 @@ def shrunk(params: Params) -> Params:
         sample=dataclasses.replace(params.sample, samples_per_prompt=4))
 
 
-def preset_params() -> Params:
-    """The preset composed from conf/ as `dvc exp run -S preset=...` composes it (needs DVC; --params does not)."""
-    from pipeline.core.conf import compose
-    return compose(REPO / "conf", f"preset={PRESET}")
+def preset_params(out: Path | None = None) -> Params:
+    """The preset composed from conf/ as `dvc exp run -S preset=...` composes it, also written to ``out``
+    when given (needs DVC, so imported here; --params does without)."""
+    from pipeline.core.conf import compose, compose_to
+    conf, override = REPO / "conf", f"preset={PRESET}"
+    return compose_to(out, conf, override) if out else compose(conf, override)
 
 
 def device_name(device: torch.device) -> str:
@@ -547,8 +549,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     if args.compose:
-        from pipeline.core.conf import compose_to  # DVC's Hydra, needed here only
-        compose_to(args.compose, REPO / "conf", f"preset={PRESET}")
+        preset_params(args.compose)
         print(f"wrote the {PRESET} preset's params to {args.compose}")
         return
     budget = Budget(args.budget_s)

@@ -46,10 +46,16 @@ LAST_CPU_PART = """## Diffusion training: throughput and model FLOPs utilisation
 """
 
 
-def bench_gpu(*args: str) -> subprocess.CompletedProcess:
-    """bench/gpu.py with ``args`` and no CUDA device visible."""
+# bench/gpu.py run as a script with `import dvc` failing, as on a GPU machine without DVC
+WITHOUT_DVC = ("import runpy, sys; sys.modules['dvc'] = None; sys.path.insert(0, 'bench'); "
+               "sys.argv = ['bench/gpu.py', *sys.argv[1:]]; runpy.run_path('bench/gpu.py', run_name='__main__')")
+
+
+def bench_gpu(*args: str, dvc: bool = True) -> subprocess.CompletedProcess:
+    """bench/gpu.py with ``args`` and no CUDA device visible (``dvc`` False: with DVC unimportable)."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run([sys.executable, "bench/gpu.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
+    script = ["bench/gpu.py"] if dvc else ["-c", WITHOUT_DVC]
+    return subprocess.run([sys.executable, *script, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -123,11 +129,8 @@ def test_a_preset_composed_here_runs_where_dvc_is_not(tmp_path: Path) -> None:
     assert (params.train.depth, params.train.width, params.tokenizer.n_codes, params.ingest.resolution) == (
         24, 512, 4096, 256)
     out = tmp_path / "bench.md"
-    without_dvc = ("import runpy, sys; sys.modules['dvc'] = None; sys.path.insert(0, 'bench'); "
-                   "sys.argv = ['bench/gpu.py', *sys.argv[1:]]; runpy.run_path('bench/gpu.py', run_name='__main__')")
-    run = subprocess.run([sys.executable, "-c", without_dvc, "--smoke-cpu", "--threads", "1", "--params", str(preset),
-                          "--batch", "2", "3", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    run = bench_gpu("--smoke-cpu", "--threads", "1", "--params", str(preset), "--batch", "2", "3", "--out", str(out),
+                    dvc=False)
     assert run.returncode == 0, run.stderr
     rows = table_rows(out.read_text(), SECTIONS[0])
     assert [row.split(" | ")[:3] for row in rows[:4]] == [
