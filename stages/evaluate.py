@@ -15,6 +15,7 @@ from pipeline.core.params import load_params
 from pipeline.data.shards import decode_pngs, read_table
 from pipeline.data.vectors import read_vectors
 from pipeline.generator.sample_set import FULL_T
+from pipeline.evaluate.ceiling import heldout_ceiling
 from pipeline.evaluate.report import build_report, read_tradeoff, svg_tradeoff, tradeoff_table
 from pipeline.evaluate.scorecard import headlines, scorecard
 from pipeline.evaluate.scoring import (best_of_n_pool, clip_cosines, clip_score_summary, frechet, inception_for_fid,
@@ -109,6 +110,9 @@ def main(
         if world.checker_accuracy is not None:
             metrics["checker"]["fresh_renders"] = world.checker_accuracy(evaluate.checker_images,
                                                                          evaluate.checker_seed, images.shape[-1])
+        if world.render is not None and "heldout" in sets:
+            metrics["checker"]["heldout_pairs"] = heldout_ceiling(world, classify, vqgan, index[sets["heldout"]],
+                                                                  evaluate.checker_images, evaluate.checker_seed)
     metrics["world"] = json.loads(world_report.read_text())
     sampler = json.loads(sample_report.read_text())["sampler"]
     conditioning, generator = sampler["conditioning"], sampler.get("generator", "vqdiffusion")

@@ -42,7 +42,7 @@ def test_repro_runs_every_stage_then_is_up_to_date(workdir):
     card = yaml.safe_load((root / "reports/scorecard.json").read_text())
     assert {"align_seen_all", "align_heldout_all", "align_partial_named", "clip_matched_cosine", "fd_eval_clip",
             "fd_floor_real", "fd_floor_recon", "checker_acc_fresh", "checker_acc_recon", "checker_acc_real",
-            "tokenizer_psnr"} <= set(card)
+            "checker_acc_recon_heldout", "tokenizer_psnr"} <= set(card)
     assert card["pseudo_text"] == "c3-0.5" and card["fd_n"] == MICRO["evaluate.fd_images"]
     assert (root / "reports/index.html").stat().st_size > 1000 and (root / "reports/samples.png").is_file()
     curve = (root / "reports/tradeoff.csv").read_text().splitlines()

@@ -115,3 +115,16 @@ def test_the_faces_world_headlines_check_its_own_targets():
     assert rows["tokenizer"].met is True and rows["tokenizer"].target == "psnr >= 26.0, codebook_usage >= 0.8"
     frechet = next(row for name, row in rows.items() if name.startswith("Frechet"))
     assert frechet.met is False  # 0.3 > 3 x 0.05
+
+
+def test_the_tokenizers_heldout_ceiling_is_a_flat_key_and_a_headline():
+    ceiling = {"real": accuracy(1.0), "reconstructions": {**accuracy(0.4), "n": 2000}, "seed": 7}
+    metrics = {**METRICS, "checker": {**METRICS["checker"], "heldout_pairs": ceiling}}
+    card = scorecard(metrics, CLIP, "c3-0.5")
+    assert card["checker_acc_recon_heldout"] == 0.4 and card["ci95_checker_acc_recon_heldout"] == pytest.approx(0.03)
+    rows = {row.figure.split(":")[0]: row for row in headlines(card, metrics, "shapes")}
+    assert rows["alignment, held-out combinations"].floor == "random real images 0.006; the tokenizer's ceiling 0.40"
+    assert rows["alignment, seen prompts"].floor == "random real images 0.006"
+    row = rows["the tokenizer's ceiling on held-out combinations"]
+    assert (row.value, row.interval) == ("0.40", "[0.38, 0.44]") and "2000 fresh renders" in row.figure
+    assert "checker_acc_recon_heldout" not in scorecard(METRICS, CLIP, "c3-0.5")

@@ -86,6 +86,10 @@ def scorecard(metrics: Mapping[str, Any], clip_report: Mapping[str, Any], pseudo
             if key != "all":
                 card[f"judge_acc_{key}"] = checker["real_heldout"][key]
                 card[f"judge_acc_recon_{key}"] = checker["reconstructions"][key]
+        if "heldout_pairs" in checker:  # the tokenizer's ceiling on combinations it never saw
+            ceiling = checker["heldout_pairs"]["reconstructions"]
+            card["checker_acc_recon_heldout"] = ceiling["all"]
+            card["ci95_checker_acc_recon_heldout"] = _half_width(ceiling["all_ci95"])
     if tokenizer and "psnr" in tokenizer:
         card["tokenizer_psnr"] = tokenizer["psnr"]
         card["tokenizer_codebook_usage"] = tokenizer["codebook_usage"]
@@ -148,9 +152,11 @@ def headlines(card: Mapping[str, Any], metrics: Mapping[str, Any], world: str | 
         generated, floor = alignment[name]["generated"], alignment[name]["random_real_floor"]["all"]
         wanted = targets.get(name, {})
         best = alignment[name]["best_of_n"]["all"]
+        ceiling = (f"; the tokenizer's ceiling {card['checker_acc_recon_heldout']:.2f}"
+                   if name == "heldout" and "checker_acc_recon_heldout" in card else "")
         rows.append(Headline(f"alignment, {label}: all attributes ({_per_attribute(generated)}); best of N {best:.2f}",
                              f"{generated['all']:.2f}", _bounds(generated["all_ci95"]),
-                             f"random real images {floor:.3f}", _targets_text(wanted),
+                             f"random real images {floor:.3f}{ceiling}", _targets_text(wanted),
                              all(generated[k] >= v for k, v in wanted.items()) if wanted else None, judge))
     if "partial" in alignment:
         generated, floor = alignment["partial"]["generated"], alignment["partial"]["random_real_floor"]["named_all"]
@@ -192,6 +198,14 @@ def headlines(card: Mapping[str, Any], metrics: Mapping[str, Any], world: str | 
                              f"{real['all']:.2f}", _bounds(real["all_ci95"]), "the ceiling for generated images",
                              _targets_text(wanted), all(real[k] >= v for k, v in wanted.items()) if wanted else None,
                              judge))
+        if "heldout_pairs" in checker:
+            ceiling = checker["heldout_pairs"]["reconstructions"]
+            rows.append(Headline("the tokenizer's ceiling on held-out combinations: the judge on reconstructions of "
+                                 f"{ceiling['n']} fresh renders of them ({_per_attribute(ceiling)}; the renders "
+                                 f"themselves {checker['heldout_pairs']['real']['all']:.2f})",
+                                 f"{ceiling['all']:.2f}", _bounds(ceiling["all_ci95"]),
+                                 "the most held-out alignment a generator drawing through these codes can reach", "",
+                                 None, judge))
     if "tokenizer_psnr" in card:
         wanted = TOKENIZER_TARGETS.get(world or "", {})
         rows.append(Headline("tokenizer: val PSNR (dB) / codebook usage",
