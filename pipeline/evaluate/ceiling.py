@@ -1,9 +1,10 @@
 """The tokenizer's ceiling on held-out combinations.
 
-The tokenizer never saw the held-out pairs, so its codes need not hold them: a small object of a
-held-out pair may come back through the codes as a shape that colour was seen in. Whatever the
-generator learns, it draws through those codes, so the judge's accuracy on round-tripped fresh
-renders of the held-out combinations bounds its held-out alignment from above. The val split's
+The tokenizer never saw the held-out pairs, so the codes its encoder gives them need not draw them:
+a small object of a held-out pair may come back as a shape that colour was seen in. The judge's
+accuracy on round-tripped fresh renders of the held-out combinations is what a generator drawing
+exactly those codes would score: the issue's ceiling. Other codes may decode better, so it is no
+strict bound, but the generator learns only from the encoder's codes of seen pairs. The val split's
 reconstructions (the checker's ``reconstructions``) show only seen pairs and cannot say this.
 """
 

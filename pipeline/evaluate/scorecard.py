@@ -204,7 +204,8 @@ def headlines(card: Mapping[str, Any], metrics: Mapping[str, Any], world: str | 
                                  f"{ceiling['n']} fresh renders of them ({_per_attribute(ceiling)}; the renders "
                                  f"themselves {checker['heldout_pairs']['real']['all']:.2f})",
                                  f"{ceiling['all']:.2f}", _bounds(ceiling["all_ci95"]),
-                                 "the most held-out alignment a generator drawing through these codes can reach", "",
+                                 "the held-out alignment of a generator that draws the codes the tokenizer gives "
+                                 "these images", "",
                                  None, judge))
     if "tokenizer_psnr" in card:
         wanted = TOKENIZER_TARGETS.get(world or "", {})
