@@ -195,7 +195,8 @@ def headlines(card: Mapping[str, Any], metrics: Mapping[str, Any], world: str | 
         fresh = f"; fresh renders {card['checker_acc_fresh']:.2f}" if "checker_acc_fresh" in card else ""
         rows.append(Headline(f"the judge's own accuracy on real held-out images ({_per_attribute(real)}); "
                              f"on their reconstructions {recon['all']:.2f} ({_per_attribute(recon)}){fresh}",
-                             f"{real['all']:.2f}", _bounds(real["all_ci95"]), "the ceiling for generated images",
+                             f"{real['all']:.2f}", _bounds(real["all_ci95"]),
+                             "the ceiling for generated images of seen combinations",
                              _targets_text(wanted), all(real[k] >= v for k, v in wanted.items()) if wanted else None,
                              judge))
         if "heldout_pairs" in checker:
