@@ -152,11 +152,11 @@ def headlines(card: Mapping[str, Any], metrics: Mapping[str, Any], world: str | 
         generated, floor = alignment[name]["generated"], alignment[name]["random_real_floor"]["all"]
         wanted = targets.get(name, {})
         best = alignment[name]["best_of_n"]["all"]
-        ceiling = (f"; the tokenizer's ceiling {card['checker_acc_recon_heldout']:.2f}"
-                   if name == "heldout" and "checker_acc_recon_heldout" in card else "")
+        ceiling_note = (f"; the tokenizer's ceiling {card['checker_acc_recon_heldout']:.2f}"
+                        if name == "heldout" and "checker_acc_recon_heldout" in card else "")
         rows.append(Headline(f"alignment, {label}: all attributes ({_per_attribute(generated)}); best of N {best:.2f}",
                              f"{generated['all']:.2f}", _bounds(generated["all_ci95"]),
-                             f"random real images {floor:.3f}{ceiling}", _targets_text(wanted),
+                             f"random real images {floor:.3f}{ceiling_note}", _targets_text(wanted),
                              all(generated[k] >= v for k, v in wanted.items()) if wanted else None, judge))
     if "partial" in alignment:
         generated, floor = alignment["partial"]["generated"], alignment["partial"]["random_real_floor"]["named_all"]
