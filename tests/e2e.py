@@ -17,7 +17,7 @@ from tests.conftest import REPO, with_overrides
 MICRO = {
     "shapes.n_images": 240,
     "ingest.shard_size": 100,
-    "tokenizer.n_codes": 32, "tokenizer.code_dim": 8, "tokenizer.ch": 8, "tokenizer.ch_mult": [1, 2, 2],
+    "tokenizer.n_codes": 36, "tokenizer.code_dim": 8, "tokenizer.ch": 8, "tokenizer.ch_mult": [1, 2, 2],
     "tokenizer.attn_resolutions": [], "tokenizer.steps": 20, "tokenizer.tau_steps": 20, "tokenizer.batch_size": 16,
     "tokenizer.optim.warmup_steps": 2, "tokenizer.checkpoint_every": 10,
     **{f"{clip}.{key}": value for clip in ("clip", "scorer") for key, value in {

@@ -129,3 +129,22 @@ def test_flops_estimate_matches_counter(mlp: str, cond_tokens: int) -> None:
         counted += 2 * 2 * 2 * n * (n + cfg.cond_tokens) * cfg.width * cfg.depth
     est = flops_per_step(model.cfg, batch=2)
     assert abs(est - counted) / counted < 0.05, (est, counted)
+
+
+def test_product_codes_are_read_and_predicted_book_by_book() -> None:
+    """With code_books = 2 (K = 9 = 3 x 3) a joint code's embedding is the sum of its books' rows
+    ([MASK] row 3 in each), and its logit the sum of its books' logits, so the predicted
+    distribution over joint codes is a product of per-book distributions."""
+    torch.manual_seed(0)
+    cfg = TransformerConfig(n_codes=9, grid_h=2, grid_w=2, steps=10, clip_dim=12, depth=1, width=32, heads=4,
+                            code_books=2)
+    model = Transformer(cfg).eval()
+    first, second = model.tok_emb.books
+    x = torch.tensor([[0, 5, 8, 9]])  # codes (0, 0), (1, 2), (2, 2) and [MASK]
+    want = torch.stack([first.weight[a] + second.weight[b] for a, b in ((0, 0), (1, 2), (2, 2), (3, 3))])
+    torch.testing.assert_close(model.tok_emb(x)[0], want)
+    log_p = model(x, torch.tensor([4]), torch.randn(1, 12)).log_softmax(-1).view(4, 3, 3)
+    per_book_a, per_book_b = log_p.logsumexp(-1), log_p.logsumexp(-2)
+    torch.testing.assert_close(log_p, per_book_a[:, :, None] + per_book_b[:, None, :])
+    with pytest.raises(ValueError, match="books"):
+        Transformer(TransformerConfig(n_codes=8, grid_h=2, grid_w=2, steps=10, code_books=2))

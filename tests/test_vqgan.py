@@ -189,3 +189,34 @@ def test_norm_none_keeps_no_group_norm_and_round_trips_through_save(tmp_path) ->
     assert loaded.config["norm"] == "none"
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.equal(loaded.encode(x), model.eval().encode(x))
+
+
+def test_product_codes_are_each_books_argmax_and_concatenated_vectors() -> None:
+    torch.manual_seed(0)
+    model = VQGAN(144, 8, 8, [1, 2, 2], 1, [], 32, code_books=2)
+    quantizer, x = model.quantizer, torch.rand(2, 3, 32, 32) * 2 - 1
+    per_book = quantizer.proj(model.encoder(x))  # (B, 2 * 12, h, w), book after book
+    codes = model.encode(x)
+    assert codes.max() < 144
+    assert torch.equal(codes, per_book[:, :12].argmax(1) * 12 + per_book[:, 12:].argmax(1))
+    # a joint code's vector is its two books' vectors side by side, and the soft path mixes the same table
+    first, second = quantizer.codebooks
+    torch.testing.assert_close(quantizer.lookup(codes), torch.cat([first(codes // 12), second(codes % 12)], -1)
+                               .permute(0, 3, 1, 2))
+    one_hot = torch.nn.functional.one_hot(codes, 144).permute(0, 3, 1, 2).float()
+    torch.testing.assert_close(quantizer.mix(one_hot), quantizer.lookup(codes))
+    # the joint softmax is the product of the books' softmaxes
+    joint = quantizer.logits(model.encoder(x)).softmax(1).view(2, 12, 12, 8, 8)
+    torch.testing.assert_close(joint, per_book[:, :12].softmax(1)[:, :, None] * per_book[:, 12:].softmax(1)[:, None])
+
+
+def test_product_tokenizer_file_round_trips_and_old_files_have_one_book(tmp_path) -> None:
+    model = VQGAN(16, 8, 8, [1, 2, 2], 1, [], 32, code_books=2)
+    save_vqgan(model, tmp_path / "product.pt")
+    loaded = load_vqgan(tmp_path / "product.pt")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert loaded.code_books == 2 and torch.equal(loaded.encode(x), model.encode(x))
+    plain = tiny()
+    payload = {"config": {k: v for k, v in plain.config.items() if k != "code_books"}, "state_dict": plain.state_dict()}
+    torch.save(payload, tmp_path / "old.pt")
+    assert load_vqgan(tmp_path / "old.pt").code_books == 1

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.core.errors import ParamsError
+from pipeline.tokenizer.codes import book_size
 
 WEIGHTS_DIR = "weights"
 UserFile = Literal["input", "weights", "weights_or_tag", "weights_or_auto"]
@@ -125,7 +126,9 @@ class OptimParams:
 class TokenizerParams:
     """Gumbel-softmax VQGAN: architecture, quantiser and training."""
     seed: int = rule(ge=0)
-    n_codes: int = rule(ge=2)
+    n_codes: int = rule(ge=2, help="K, the joint codes: k ** code_books")
+    code_books: int = rule(ge=1, help="m: each position picks a code from each of m books of k codes "
+                                      "(pipeline/tokenizer/codes.py); 1 = one plain codebook")
     code_dim: int = rule(ge=1)
     ch: int = rule(ge=1)
     ch_mult: list[int] = rule(ge=1, help="one entry per level; f = 2**(len-1)")
@@ -495,6 +498,14 @@ def _consistency_problems(params: Params) -> list[tuple[str, Any, str]]:
     if params.sample.steps is not None and params.sample.steps > train.diffusion_steps:
         problems.append(("sample.steps", params.sample.steps,
                          f"must be <= train.diffusion_steps ({train.diffusion_steps}), or null for all of them"))
+    tokenizer = params.tokenizer
+    if book_size(tokenizer.n_codes, tokenizer.code_books) is None:
+        problems.append(("tokenizer.n_codes", tokenizer.n_codes,
+                         f"must be k ** tokenizer.code_books ({tokenizer.code_books}) for a whole k >= 2, e.g. "
+                         f"{12 ** tokenizer.code_books}"))
+    if tokenizer.code_dim % tokenizer.code_books:
+        problems.append(("tokenizer.code_dim", tokenizer.code_dim,
+                         f"must be divisible by tokenizer.code_books ({tokenizer.code_books})"))
     factor = 2 ** (len(params.tokenizer.ch_mult) - 1)
     if params.ingest.resolution % factor:
         problems.append(("ingest.resolution", params.ingest.resolution,

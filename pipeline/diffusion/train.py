@@ -38,12 +38,14 @@ from pipeline.generator.resume import generator_resume
 from pipeline.diffusion.transformer import Transformer, TransformerConfig
 
 
-def model_config(params: TrainParams, n_codes: int, grid_h: int, grid_w: int, clip_dim: int) -> TransformerConfig:
-    """The transformer of ``params`` for a K-code h x w grid and CLIP embeddings of width ``clip_dim``."""
+def model_config(params: TrainParams, n_codes: int, grid_h: int, grid_w: int, clip_dim: int,
+                 code_books: int = 1) -> TransformerConfig:
+    """The transformer of ``params`` for a K-code h x w grid (of ``code_books`` books) and CLIP
+    embeddings of width ``clip_dim``."""
     return TransformerConfig(n_codes=n_codes, grid_h=grid_h, grid_w=grid_w, steps=params.diffusion_steps,
                              clip_dim=clip_dim, depth=params.depth, width=params.width,
                              heads=params.heads, mlp_ratio=params.mlp_ratio, mlp=params.mlp,
-                             cond_tokens=params.cond_tokens)
+                             cond_tokens=params.cond_tokens, code_books=code_books)
 
 
 @dataclass
@@ -123,7 +125,7 @@ def train_diffusion(params: TrainParams, data: TrainingData, work_dir: Path,
     checkpoints (see train_step and pipeline/core/distributed.py).
     """
     device = resolve_device(params.device)
-    config = model_config(params, data.n_codes, *data.codes.shape[1:], data.embeddings.shape[1])
+    config = model_config(params, data.n_codes, *data.codes.shape[1:], data.embeddings.shape[1], data.code_books)
     inputs = {"sources": data.sources, "n": len(data.codes),
               "text_mean": None if data.means is None else data.means.text.tolist()}
     key, state = generator_resume(params, inputs, work_dir)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.tokenizer.codes import book_size, code_digits, joint_logits
+
 
 @dataclass(frozen=True)
 class TransformerConfig:
@@ -31,6 +33,8 @@ class TransformerConfig:
     mlp_ratio: float = 4.0
     mlp: Literal["linear", "conv"] = "linear"  # "conv": the paper's two 3x3 convolutions
     cond_tokens: int = 0  # k > 0: c is also projected into k tokens that each block cross-attends to
+    code_books: int = 1   # m > 1: the codes are products of m books (pipeline/tokenizer/codes.py), read and
+                          # predicted book by book (FactoredEmbedding, FactoredHead)
 
     @property
     def hidden(self) -> int:
@@ -121,6 +125,35 @@ class ConvMLP(nn.Module):
         return y.flatten(2).transpose(1, 2)
 
 
+class FactoredEmbedding(nn.Module):
+    """A joint code's embedding as the sum of its books' (each book with its own [MASK] row), so a
+    joint code never seen in training is read from books that were."""
+
+    def __init__(self, n_codes: int, books: int, width: int) -> None:
+        super().__init__()
+        k = book_size(n_codes, books)
+        mask = torch.full((1, books), k)  # input K, [MASK], is row k of every book
+        self.register_buffer("digits", torch.cat([code_digits(n_codes, books), mask]), persistent=False)
+        self.books = nn.ModuleList(nn.Embedding(k + 1, width) for _ in range(books))
+
+    def forward(self, x: Tensor) -> Tensor:
+        digits = self.digits[x]  # (..., m)
+        return sum(book(digits[..., i]) for i, book in enumerate(self.books))
+
+
+class FactoredHead(nn.Module):
+    """Logits over the K = k ** m joint codes as the sum of m per-book logits: the prediction is a
+    product of per-book distributions, so it can put mass on joint codes it never saw."""
+
+    def __init__(self, width: int, n_codes: int, books: int) -> None:
+        super().__init__()
+        self.n_books = books
+        self.proj = nn.Linear(width, books * book_size(n_codes, books))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return joint_logits(self.proj(x), self.n_books)
+
+
 class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -145,14 +178,18 @@ class Transformer(nn.Module):
         if cfg.cond_tokens < 0:
             raise ValueError(f"cond_tokens must be >= 0, got {cfg.cond_tokens}")
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.n_codes + 1, cfg.width)
+        if cfg.code_books > 1 and book_size(cfg.n_codes, cfg.code_books) is None:
+            raise ValueError(f"{cfg.n_codes} codes are not {cfg.code_books} books of k codes")
+        self.tok_emb = (nn.Embedding(cfg.n_codes + 1, cfg.width) if cfg.code_books == 1 else
+                        FactoredEmbedding(cfg.n_codes, cfg.code_books, cfg.width))
         self.row_emb = nn.Parameter(torch.zeros(cfg.grid_h, 1, cfg.width))
         self.col_emb = nn.Parameter(torch.zeros(1, cfg.grid_w, cfg.width))
         self.t_emb = nn.Embedding(cfg.steps + 1, cfg.width)
         self.null = nn.Parameter(torch.zeros(cfg.clip_dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width)
-        self.head = nn.Linear(cfg.width, cfg.n_codes)
+        self.head = (nn.Linear(cfg.width, cfg.n_codes) if cfg.code_books == 1 else
+                     FactoredHead(cfg.width, cfg.n_codes, cfg.code_books))
         if cfg.cond_tokens:  # after the existing modules, so k = 0 draws the same initial weights as before
             self.to_context = nn.Linear(cfg.clip_dim, cfg.cond_tokens * cfg.width)
             self.context_norm = nn.LayerNorm(cfg.width)

@@ -25,6 +25,7 @@ class TrainingData:
     n_codes: int
     sources: dict[str, str]  # provenance of the caches, kept in the model file
     means: ConditionMeans | None = None  # C3's modality means (with_text_mean adds them)
+    code_books: int = 1  # the tokenizer's books: K = k ** code_books joint codes (pipeline/tokenizer/codes.py)
 
 
 @dataclass
@@ -63,7 +64,8 @@ def load_training_data(tokens_dir: Path, embeddings_dir: Path, split: str = "tra
     grid_h, grid_w = int(tokens.metadata["grid_h"]), int(tokens.metadata["grid_w"])
     codes = torch.from_numpy(tokens.vectors.astype(np.int64)).view(-1, grid_h, grid_w)
     sources = {f"tokens.{k}": v for k, v in tokens.metadata.items()} | clip_sources
-    return TrainingData(codes, embeddings, int(tokens.metadata["n_codes"]), sources)
+    return TrainingData(codes, embeddings, int(tokens.metadata["n_codes"]), sources,
+                        code_books=int(tokens.metadata.get("code_books", 1)))
 
 
 def load_image_training_data(ingest_dir: Path, embeddings_dir: Path, split: str = "train") -> ImageTrainingData:

@@ -23,6 +23,7 @@ from pipeline.core.atomic import atomic_file
 from pipeline.core.errors import UserError
 from pipeline.core.rng import exponential
 from pipeline.core.torch_files import load_tensors
+from pipeline.tokenizer.codes import book_size, code_digits, joint_logits
 
 
 def downsampling_factor(ch_mult: list[int]) -> int:
@@ -149,17 +150,18 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(self.up(self.mid(self.conv_in(z))))))
 
 
-class GumbelQuantizer(nn.Module):
-    """Features -> logits over K codes per position -> code vectors from a (K, code_dim) codebook."""
-
-    def __init__(self, in_channels: int, n_codes: int, code_dim: int) -> None:
-        super().__init__()
-        self.n_codes = n_codes
-        self.proj = nn.Conv2d(in_channels, n_codes, 1)
-        self.codebook = nn.Embedding(n_codes, code_dim)
+class Quantizer(nn.Module):
+    """Features -> logits over K codes per position -> code vectors: what both quantisers share.
+    Subclasses say how the logits are made (``logits``) and each code's vector (``table``)."""
+    n_codes: int
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.proj(features)  # (B, K, h, w)
+        """(B, C, h, w) encoder features -> (B, K, h, w) logits."""
+        raise NotImplementedError
+
+    def table(self) -> torch.Tensor:
+        """(K, code_dim): each code's vector."""
+        raise NotImplementedError
 
     def soft_one_hot(self, logits: torch.Tensor, tau: float | torch.Tensor,
                      noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -171,10 +173,10 @@ class GumbelQuantizer(nn.Module):
         return ((logits + noise) / tau).softmax(1)
 
     def mix(self, one_hot: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bkhw,kd->bdhw", one_hot, self.codebook.weight)
+        return torch.einsum("bkhw,kd->bdhw", one_hot, self.table())
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.codebook(codes).permute(0, 3, 1, 2)  # (B, h, w) -> (B, D, h, w)
+        return F.embedding(codes, self.table()).permute(0, 3, 1, 2)  # (B, h, w) -> (B, D, h, w)
 
     def kl_to_uniform(self, logits: torch.Tensor) -> torch.Tensor:
         """Mean over positions of KL(softmax(logits) || uniform over K); 0 when uniform."""
@@ -184,6 +186,46 @@ class GumbelQuantizer(nn.Module):
     def code_mean(self, logits: torch.Tensor) -> torch.Tensor:
         """The batch's average soft assignment over the K codes, (K,): see usage_deficit."""
         return F.softmax(logits, dim=1).mean((0, 2, 3))
+
+
+class GumbelQuantizer(Quantizer):
+    """One plain (K, code_dim) codebook."""
+
+    def __init__(self, in_channels: int, n_codes: int, code_dim: int) -> None:
+        super().__init__()
+        self.n_codes = n_codes
+        self.proj = nn.Conv2d(in_channels, n_codes, 1)
+        self.codebook = nn.Embedding(n_codes, code_dim)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.proj(features)
+
+    def table(self) -> torch.Tensor:
+        return self.codebook.weight
+
+
+class ProductQuantizer(Quantizer):
+    """K = k ** m joint codes from m books of k codes (pipeline/tokenizer/codes.py): each book has
+    its own logits and code_dim / m wide vectors; a joint code's logit is the sum of its books'
+    (so a sample over joint codes draws each book independently) and its vector the concatenation
+    of theirs. The argmax code is each book's argmax."""
+
+    def __init__(self, in_channels: int, n_codes: int, code_dim: int, books: int) -> None:
+        super().__init__()
+        if code_dim % books:
+            raise ValueError(f"code_dim {code_dim} is not divisible by {books} books")
+        self.n_codes, self.books = n_codes, books
+        self.register_buffer("digits", code_digits(n_codes, books), persistent=False)  # checks K = k ** m
+        k = book_size(n_codes, books)
+        self.proj = nn.Conv2d(in_channels, books * k, 1)
+        self.codebooks = nn.ModuleList(nn.Embedding(k, code_dim // books) for _ in range(books))
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        per_book = self.proj(features).movedim(1, -1)  # (B, h, w, m * k)
+        return joint_logits(per_book, self.books).movedim(-1, 1)  # (B, K, h, w)
+
+    def table(self) -> torch.Tensor:
+        return torch.cat([book(self.digits[:, i]) for i, book in enumerate(self.codebooks)], -1)
 
 
 @dataclass
@@ -196,18 +238,20 @@ class VQOutput:
 
 class VQGAN(nn.Module):
     def __init__(self, n_codes: int, code_dim: int, ch: int, ch_mult: list[int], num_res_blocks: int,
-                 attn_resolutions: list[int], resolution: int, norm: Norm = "group") -> None:
+                 attn_resolutions: list[int], resolution: int, norm: Norm = "group", code_books: int = 1) -> None:
         super().__init__()
         self.config = dict(n_codes=n_codes, code_dim=code_dim, ch=ch, ch_mult=list(ch_mult),
                            num_res_blocks=num_res_blocks, attn_resolutions=list(attn_resolutions),
-                           resolution=resolution, norm=norm)
+                           resolution=resolution, norm=norm, code_books=code_books)
         factor = downsampling_factor(ch_mult)
         if resolution % factor:
             raise ValueError(f"resolution {resolution} is not divisible by the downsampling factor {factor}")
         self.n_codes, self.resolution, self.factor = n_codes, resolution, factor
         self.grid = resolution // factor
         self.encoder = Encoder(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, norm)
-        self.quantizer = GumbelQuantizer(self.encoder.out_channels, n_codes, code_dim)
+        self.code_books = code_books
+        self.quantizer = (GumbelQuantizer(self.encoder.out_channels, n_codes, code_dim) if code_books == 1 else
+                          ProductQuantizer(self.encoder.out_channels, n_codes, code_dim, code_books))
         self.decoder = Decoder(code_dim, ch, ch_mult, num_res_blocks, attn_resolutions, resolution, norm)
 
     def forward(self, images: torch.Tensor, tau: float | torch.Tensor, noise: torch.Tensor | None = None) -> VQOutput:

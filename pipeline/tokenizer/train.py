@@ -301,4 +301,4 @@ def tau_at(step: int, tau_start: float, tau_end: float, tau_steps: int) -> float
 
 def build_vqgan(params: TokenizerParams, resolution: int) -> VQGAN:
     return VQGAN(params.n_codes, params.code_dim, params.ch, list(params.ch_mult), params.num_res_blocks,
-                 list(params.attn_resolutions), resolution, params.norm)
+                 list(params.attn_resolutions), resolution, params.norm, params.code_books)
