@@ -26,7 +26,6 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.core.errors import ParamsError
-from pipeline.tokenizer.codes import book_size
 
 WEIGHTS_DIR = "weights"
 UserFile = Literal["input", "weights", "weights_or_tag", "weights_or_auto"]
@@ -499,7 +498,8 @@ def _consistency_problems(params: Params) -> list[tuple[str, Any, str]]:
         problems.append(("sample.steps", params.sample.steps,
                          f"must be <= train.diffusion_steps ({train.diffusion_steps}), or null for all of them"))
     tokenizer = params.tokenizer
-    if book_size(tokenizer.n_codes, tokenizer.code_books) is None:
+    k = round(tokenizer.n_codes ** (1 / tokenizer.code_books))  # as pipeline/tokenizer/codes.py's book_size
+    if k ** tokenizer.code_books != tokenizer.n_codes:
         problems.append(("tokenizer.n_codes", tokenizer.n_codes,
                          f"must be k ** tokenizer.code_books ({tokenizer.code_books}) for a whole k >= 2, e.g. "
                          f"{12 ** tokenizer.code_books}"))
