@@ -49,8 +49,8 @@ def main(
             with atomic_file(grid) as tmp:
                 reconstruction_grid(model, val_images[:16]).save(tmp, format="PNG")
         distributed.barrier()  # the model file exists before every process names the cache after it
-        metadata = {"n_codes": settings.n_codes, "code_books": settings.code_books, "grid_h": model.grid, "grid_w": model.grid,
-                    "checkpoint": sha256_file(out)}
+        metadata = {"n_codes": settings.n_codes, "code_books": settings.code_books, "grid_h": model.grid,
+                    "grid_w": model.grid, "checkpoint": sha256_file(out)}
         cache_ingest_shards(ingest, tokens, "codes",
                             lambda images: encode_all(model, images, settings.encode_batch_size).flatten(1).numpy(),
                             metadata, desc="tokens", shard=(distributed.rank(), distributed.world()))
