@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.core.codes import book_size
 from pipeline.core.errors import ParamsError
 
 WEIGHTS_DIR = "weights"
@@ -127,7 +128,7 @@ class TokenizerParams:
     seed: int = rule(ge=0)
     n_codes: int = rule(ge=2, help="K, the joint codes: k ** code_books")
     code_books: int = rule(ge=1, help="m: each position picks a code from each of m books of k codes "
-                                      "(pipeline/tokenizer/codes.py); 1 = one plain codebook")
+                                      "(pipeline/core/codes.py); 1 = one plain codebook")
     code_dim: int = rule(ge=1)
     ch: int = rule(ge=1)
     ch_mult: list[int] = rule(ge=1, help="one entry per level; f = 2**(len-1)")
@@ -498,8 +499,7 @@ def _consistency_problems(params: Params) -> list[tuple[str, Any, str]]:
         problems.append(("sample.steps", params.sample.steps,
                          f"must be <= train.diffusion_steps ({train.diffusion_steps}), or null for all of them"))
     tokenizer = params.tokenizer
-    k = round(tokenizer.n_codes ** (1 / tokenizer.code_books))  # as pipeline/tokenizer/codes.py's book_size
-    if k ** tokenizer.code_books != tokenizer.n_codes:
+    if book_size(tokenizer.n_codes, tokenizer.code_books) is None:
         problems.append(("tokenizer.n_codes", tokenizer.n_codes,
                          f"must be k ** tokenizer.code_books ({tokenizer.code_books}) for a whole k >= 2, e.g. "
                          f"{12 ** tokenizer.code_books}"))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.tokenizer.codes import book_size, code_digits, joint_logits
+from pipeline.core.codes import book_size, code_digits, joint_logits
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class TransformerConfig:
     mlp_ratio: float = 4.0
     mlp: Literal["linear", "conv"] = "linear"  # "conv": the paper's two 3x3 convolutions
     cond_tokens: int = 0  # k > 0: c is also projected into k tokens that each block cross-attends to
-    code_books: int = 1   # m > 1: the codes are products of m books (pipeline/tokenizer/codes.py), read and
+    code_books: int = 1   # m > 1: the codes are products of m books (pipeline/core/codes.py), read and
                           # predicted book by book (FactoredEmbedding, FactoredHead)
 
     @property
@@ -131,9 +131,10 @@ class FactoredEmbedding(nn.Module):
 
     def __init__(self, n_codes: int, books: int, width: int) -> None:
         super().__init__()
+        digits = code_digits(n_codes, books)  # checks K = k ** m
         k = book_size(n_codes, books)
         mask = torch.full((1, books), k)  # input K, [MASK], is row k of every book
-        self.register_buffer("digits", torch.cat([code_digits(n_codes, books), mask]), persistent=False)
+        self.register_buffer("digits", torch.cat([digits, mask]), persistent=False)
         self.books = nn.ModuleList(nn.Embedding(k + 1, width) for _ in range(books))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -178,8 +179,6 @@ class Transformer(nn.Module):
         if cfg.cond_tokens < 0:
             raise ValueError(f"cond_tokens must be >= 0, got {cfg.cond_tokens}")
         self.cfg = cfg
-        if cfg.code_books > 1 and book_size(cfg.n_codes, cfg.code_books) is None:
-            raise ValueError(f"{cfg.n_codes} codes are not {cfg.code_books} books of k codes")
         self.tok_emb = (nn.Embedding(cfg.n_codes + 1, cfg.width) if cfg.code_books == 1 else
                         FactoredEmbedding(cfg.n_codes, cfg.code_books, cfg.width))
         self.row_emb = nn.Parameter(torch.zeros(cfg.grid_h, 1, cfg.width))

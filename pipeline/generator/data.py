@@ -25,7 +25,7 @@ class TrainingData:
     n_codes: int
     sources: dict[str, str]  # provenance of the caches, kept in the model file
     means: ConditionMeans | None = None  # C3's modality means (with_text_mean adds them)
-    code_books: int = 1  # the tokenizer's books: K = k ** code_books joint codes (pipeline/tokenizer/codes.py)
+    code_books: int = 1  # the tokenizer's books: K = k ** code_books joint codes (pipeline/core/codes.py)
 
 
 @dataclass

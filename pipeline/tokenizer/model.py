@@ -23,7 +23,7 @@ from pipeline.core.atomic import atomic_file
 from pipeline.core.errors import UserError
 from pipeline.core.rng import exponential
 from pipeline.core.torch_files import load_tensors
-from pipeline.tokenizer.codes import book_size, code_digits, joint_logits
+from pipeline.core.codes import book_size, code_digits, joint_logits
 
 
 def downsampling_factor(ch_mult: list[int]) -> int:
@@ -205,7 +205,7 @@ class GumbelQuantizer(Quantizer):
 
 
 class ProductQuantizer(Quantizer):
-    """K = k ** m joint codes from m books of k codes (pipeline/tokenizer/codes.py): each book has
+    """K = k ** m joint codes from m books of k codes (pipeline/core/codes.py): each book has
     its own logits and code_dim / m wide vectors; a joint code's logit is the sum of its books'
     (so a sample over joint codes draws each book independently) and its vector the concatenation
     of theirs. The argmax code is each book's argmax."""
