@@ -11,6 +11,7 @@ resumes from its checkpoints.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -45,10 +46,24 @@ def cache_versions(lock: Path = Path("dvc.lock")) -> dict[str, str]:
     return found
 
 
+def run_child(command: list[str]) -> int:
+    """Run ``command`` to its end; its exit status. A SIGTERM to this process (``kill``) ends the
+    child too: left running, a killed run's training would go on writing into the folders of the
+    next one."""
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # subprocess.run kills its child on the way out
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return subprocess.run(command).returncode
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_stage(label: str, args: list[str]) -> None:
     """``t2i <args>`` in a fresh process, its output passed through; an error names the command."""
     print(f"{label}: " + " ".join(args), flush=True)
-    if subprocess.run([sys.executable, "-m", "stages", *args]).returncode != 0:
+    if run_child([sys.executable, "-m", "stages", *args]) != 0:
         raise UserError(f"{label}: `t2i {' '.join(args)}` failed (its error is above)")
 
 
