@@ -20,8 +20,7 @@ from pipeline.tokenizer.train import train_tokenizer
 def tiny_params(**changes) -> TokenizerParams:
     params = TokenizerParams(
         seed=0, n_codes=16, code_books=1, code_dim=8, ch=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[],
-        norm="group",
-        recon_loss="l1", kl_weight=1e-3, usage_weight=0.0, tau_start=1.0, tau_end=0.1, tau_steps=6, steps=6,
+        norm="group", recon_loss="l1", kl_weight=1e-3, usage_weight=0.0, tau_start=1.0, tau_end=0.1, tau_steps=6, steps=6,
         batch_size=4, optim=OptimParams(lr=1e-3, betas=[0.9, 0.99], weight_decay=0.01, warmup_steps=2, grad_clip=1.0),
         ema_decay=0.0, disc_weight=0.0,
         disc_start=0, perceptual_weights=None, perceptual_weight=1.0, checkpoint_every=2, encode_batch_size=8,
